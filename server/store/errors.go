@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The store's errors. Callers test them with errors.Is; nothing above the store
+// needs to know about Redis.
+var (
+	// ErrNotFound: no live session matches. The token or id is unknown,
+	// malformed, expired or revoked; the store does not say which.
+	ErrNotFound = errors.New("session not found")
+	// ErrUnavailable: Redis could not be reached or did not answer in time,
+	// or answered that it cannot serve now (loading, read-only replica,
+	// cluster down). Nothing can be said about any session: fail closed.
+	ErrUnavailable = errors.New("session store unavailable")
+	// ErrConflict: a write lost the optimistic-locking race for a user's index
+	// more times than the store retries. Nothing was written.
+	ErrConflict = errors.New("too many concurrent writes for one user")
+	// ErrForeignSession: a session id given as belonging to a user carries
+	// another user's routing tag.
+	ErrForeignSession = errors.New("session id belongs to another user")
+	// ErrMalformedCursor: a list cursor that ListUser cannot have produced.
+	ErrMalformedCursor = errors.New("malformed list cursor")
+)
+
+// transientPrefixes are Redis error replies that mean "this node cannot serve
+// now", as opposed to a bug in the command sent.
+var transientPrefixes = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "OOM"}
+
+// wrapErr classifies an error from go-redis. Context errors are returned as
+// they are (wrapped), so the caller can tell its own deadline from Redis'.
+func wrapErr(ctx context.Context, op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%s: %w", op, ctxErr)
+	}
+	if errors.Is(err, redis.TxFailedErr) {
+		return fmt.Errorf("%s: %w", op, ErrConflict)
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		for _, p := range transientPrefixes {
+			if redis.HasErrorPrefix(err, p) {
+				return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+			}
+		}
+		// A reply error that is not transient is a fault in sessiond (or an
+		// incompatible server): not the caller's to retry.
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	// Everything else is transport: refused, reset, timed out, pool exhausted,
+	// client closed.
+	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}
