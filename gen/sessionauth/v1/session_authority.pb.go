@@ -358,7 +358,10 @@ func (x *CreateSessionResponse) GetSession() *Session {
 // ValidateSessionRequest carries the token to check.
 type ValidateSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Required. The token returned by CreateSession, exactly as returned.
+	// Required. The token returned by CreateSession, exactly as returned
+	// (without a "Bearer " prefix). More than 1024 bytes is rejected with
+	// INVALID_ARGUMENT; anything else that is not a live session's token gives
+	// UNAUTHENTICATED.
 	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -522,7 +525,8 @@ type isRevokeSessionRequest_Target interface {
 }
 
 type RevokeSessionRequest_Token struct {
-	// The session's token (logout by the session's own user agent).
+	// The session's token (logout by the session's own user agent). At most
+	// 1024 bytes.
 	Token string `protobuf:"bytes,1,opt,name=token,proto3,oneof"`
 }
 

@@ -1,0 +1,52 @@
+# sessiond: make help lists the targets.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+GO       ?= go
+BUF      := $(GO) tool -modfile=tools/go.mod buf
+ARGS     ?=
+FUZZTIME ?= 10s
+
+.PHONY: help
+help: ## Show the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Run sessiond (embedded in-memory store unless SESSIOND_REDIS_URL or ARGS="--redis-url=..." is set)
+	$(GO) run ./cmd/sessiond $(ARGS)
+
+.PHONY: build
+build: ## Build bin/sessiond
+	$(GO) build -o bin/sessiond ./cmd/sessiond
+
+.PHONY: test
+test: ## Run every test with -race against redis-server processes the tests start themselves
+	@command -v redis-server >/dev/null || [ -n "$$REDIS_SERVER_BIN" ] || { \
+	  echo "make test: redis-server is not installed; the tests start real Redis servers of their own."; \
+	  echo "  Debian/Ubuntu: apt-get install -y redis-server    macOS: brew install redis"; \
+	  echo "  (or set REDIS_SERVER_BIN to a redis-server binary)"; exit 1; }
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
+	$(GO) test ./server/store -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime $(FUZZTIME)
+
+.PHONY: generate
+generate: ## Regenerate gen/ from proto/ with buf
+	$(BUF) generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## Fail if gen/ is not what proto/ generates
+	@git diff --exit-code -- gen/ >/dev/null && [ -z "$$(git status --porcelain -- gen/)" ] || { \
+	  git status --short -- gen/; echo "gen/ is stale: run make generate and commit the result"; exit 1; }
+
+.PHONY: lint
+lint: ## go vet, gofmt, buf lint and buf format
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+
+.PHONY: breaking
+breaking: ## Check proto/ for breaking changes against the main branch
+	$(BUF) breaking --against '.git#branch=main'

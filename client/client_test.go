@@ -1,0 +1,96 @@
+package client_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/status"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/server/store"
+)
+
+// startSessiond runs the service on a real redis-server and returns a client.
+func startSessiond(t *testing.T) *client.Client {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	svc := server.New(store.New(rdb, store.Config{}), server.DefaultConfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	gs := server.NewGRPCServer(svc, health.NewServer(), server.GRPCOptions{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return client.New(conn)
+}
+
+func TestClient(t *testing.T) {
+	t.Parallel()
+	c := startSessiond(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	var tokens []string
+	var ids []string
+	for range 5 {
+		tok, s, err := c.Create(ctx, client.NewSession{UserID: "u1", Email: "u1@example.com", TTL: time.Hour, IdleTimeout: 10 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := s.GetExpiresAt().AsTime().Sub(s.GetCreatedAt().AsTime()); d != time.Hour {
+			t.Fatalf("ttl %v, want 1h", d)
+		}
+		tokens, ids = append(tokens, tok), append(ids, s.GetSessionId())
+	}
+	s, err := c.Validate(ctx, tokens[0])
+	if err != nil || s.GetSessionId() != ids[0] {
+		t.Fatalf("Validate = %v, %v", s, err)
+	}
+	var listed []string
+	for s, err := range c.UserSessions(ctx, "u1", 2) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed = append(listed, s.GetSessionId())
+	}
+	if len(listed) != 5 || listed[0] != ids[4] || listed[4] != ids[0] {
+		t.Fatalf("UserSessions listed %v, want all 5 newest first", listed)
+	}
+	if ok, err := c.Revoke(ctx, tokens[0]); !ok || err != nil {
+		t.Fatalf("Revoke = %v, %v", ok, err)
+	}
+	if _, err := c.Validate(ctx, tokens[0]); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("Validate after Revoke: %v", err)
+	}
+	if ok, err := c.RevokeByID(ctx, ids[1]); !ok || err != nil {
+		t.Fatalf("RevokeByID = %v, %v", ok, err)
+	}
+	if n, err := c.RevokeUser(ctx, "u1", ids[4]); n != 2 || err != nil {
+		t.Fatalf("RevokeUser = %d, %v; want 2", n, err)
+	}
+	if _, err := c.Validate(ctx, tokens[4]); err != nil {
+		t.Fatalf("the kept session: %v", err)
+	}
+	if _, _, err := c.Create(ctx, client.NewSession{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("Create without user: %v", err)
+	}
+}

@@ -1,0 +1,115 @@
+// Command sessiond is the session authority: a gRPC service that issues,
+// validates, lists and revokes user sessions kept in Redis.
+//
+// Run `sessiond -h` for its flags; each has a SESSIOND_ environment fallback.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/health"
+
+	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/server/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "sessiond:", err)
+		os.Exit(1)
+	}
+}
+
+// run is sessiond: it parses the configuration, connects to Redis, serves
+// gRPC until ctx ends, then stops gracefully. ready, if not nil, receives the
+// listening address once the server accepts connections.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready chan<- net.Addr) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	redis.SetLogger(redisLogger{log})
+
+	rdb, closeRedis, err := newRedis(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+	st := store.New(rdb, store.Config{
+		KeyPrefix:          cfg.keyPrefix,
+		MaxSessionsPerUser: cfg.maxSessionsPerUser,
+		TouchInterval:      cfg.touchInterval,
+	})
+	svc := server.New(st, server.Config{
+		DefaultTTL:         cfg.defaultTTL,
+		MaxTTL:             cfg.maxTTL,
+		DefaultIdleTimeout: cfg.idleTimeout,
+		RequestTimeout:     cfg.requestTimeout,
+	}, log)
+	hs := health.NewServer()
+	gs := server.NewGRPCServer(svc, hs, server.GRPCOptions{Reflection: cfg.reflection})
+
+	lis, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	log.Info("sessiond serving", "listen", lis.Addr().String(), "default_ttl", cfg.defaultTTL, "max_ttl", cfg.maxTTL,
+		"idle_timeout", cfg.idleTimeout, "touch_interval", cfg.touchInterval, "max_sessions_per_user", cfg.maxSessionsPerUser,
+		"key_prefix", cfg.keyPrefix)
+
+	healthCtx, stopHealth := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { server.WatchHealth(healthCtx, st, hs, cfg.healthInterval, log) })
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- gs.Serve(lis) })
+	if ready != nil {
+		ready <- lis.Addr()
+	}
+
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+		log.Info("shutting down: finishing in-flight calls", "timeout", cfg.shutdownTimeout)
+		hs.Shutdown() // probes see NOT_SERVING while calls drain
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(cfg.shutdownTimeout):
+			log.Warn("shutdown timeout: cancelling the calls still running")
+			gs.Stop()
+			<-stopped
+		}
+	}
+	stopHealth()
+	wg.Wait()
+	log.Info("sessiond stopped")
+	return err
+}
+
+func newLogger(cfg *config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.logLevel}
+	if cfg.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

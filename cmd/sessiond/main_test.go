@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/redistest"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func noEnv(string) string { return "" }
+
+// startRun runs sessiond in-process until the test ends, and returns a
+// connection to it.
+func startRun(t *testing.T, args []string, getenv func(string) string) (*grpc.ClientConn, *lockedBuffer, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	logs := &lockedBuffer{}
+	go func() { done <- run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), getenv, logs, ready) }()
+	var addr net.Addr
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("run ended at start: %v\n%s", err, logs)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("sessiond did not start within 10s")
+	}
+	conn, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		_ = conn.Close()
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(15 * time.Second):
+			t.Fatal("sessiond did not stop within 15s")
+			return nil
+		}
+	}
+	t.Cleanup(func() { _ = stop() })
+	return conn, logs, stop
+}
+
+// TestRunEmbedded is `make run`: no Redis configured, the embedded store, a
+// warning that says so, every service reachable, and a clean stop with no
+// goroutine left behind.
+func TestRunEmbedded(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	conn, logs, stop := startRun(t, nil, noEnv)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := sessionauthv1.NewSessionAuthorityClient(conn)
+	created, err := c.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "dev", Ttl: durationpb.New(time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: created.GetToken()}); err != nil {
+		t.Fatal(err)
+	}
+	// Sessions expire in the embedded store as on Redis.
+	time.Sleep(time.Until(created.GetSession().GetExpiresAt().AsTime()) + 50*time.Millisecond)
+	if _, err := c.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: created.GetToken()}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("after its ttl: %v, want Unauthenticated", err)
+	}
+	list, err := c.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: "dev"})
+	if err != nil || len(list.GetSessions()) != 0 {
+		t.Fatalf("list after expiry = %v, %v", list, err)
+	}
+
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "sessionauth.v1.SessionAuthority"})
+		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health = %v, %v", r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil || !strings.Contains(resp.String(), "sessionauth.v1.SessionAuthority") {
+		t.Fatalf("reflection list = %v, %v", resp, err)
+	}
+	_ = stream.CloseSend()
+
+	if err := stop(); err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	out := logs.String()
+	for _, want := range []string{"embedded in-memory store", "development only", "sessiond stopped"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, created.GetToken()) {
+		t.Error("the log holds a token")
+	}
+}
+
+// TestRunRealRedisFromEnv configures sessiond through SESSIOND_ variables
+// against a real redis-server, and checks that the settings took effect.
+func TestRunRealRedisFromEnv(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	env := map[string]string{
+		"SESSIOND_REDIS_URL":             srv.URL(),
+		"SESSIOND_KEY_PREFIX":            "envtest",
+		"SESSIOND_MAX_SESSIONS_PER_USER": "2",
+		"SESSIOND_DEFAULT_TTL":           "90m",
+		"SESSIOND_LOG_FORMAT":            "json",
+	}
+	conn, logs, _ := startRun(t, []string{"--default-ttl=2h"}, func(k string) string { return env[k] })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := sessionauthv1.NewSessionAuthorityClient(conn)
+	var last *sessionauthv1.CreateSessionResponse
+	for range 3 {
+		var err error
+		if last, err = c.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "u"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A flag wins over the environment.
+	if d := last.GetSession().GetExpiresAt().AsTime().Sub(last.GetSession().GetCreatedAt().AsTime()); d != 2*time.Hour {
+		t.Fatalf("ttl %v, want the flag's 2h over the environment's 90m", d)
+	}
+	rdb := srv.Client(t)
+	keys := rdb.Keys(ctx, "*").Val()
+	if len(keys) != 3 { // 2 sessions (the cap) and the index
+		t.Fatalf("keys %v, want 2 sessions and 1 index", keys)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "envtest:v1:{") {
+			t.Fatalf("key %q lacks the configured prefix", k)
+		}
+	}
+	if !strings.Contains(logs.String(), `"msg":"sessiond serving"`) {
+		t.Fatalf("log is not JSON:\n%s", logs)
+	}
+	if strings.Contains(logs.String(), "embedded") {
+		t.Fatal("the embedded store was used although a Redis URL was set")
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--max-ttl=1h", "--default-ttl=2h"}, nil, "--max-ttl"},
+		{[]string{"--idle-timeout=10m", "--touch-interval=10m"}, nil, "--touch-interval"},
+		{[]string{"--key-prefix={x}"}, nil, "--key-prefix"},
+		{[]string{"--log-format=xml"}, nil, "--log-format"},
+		{[]string{"--log-level=loud"}, nil, "--log-level"},
+		{[]string{"--listen=50051"}, nil, "--listen"},
+		{[]string{"--max-sessions-per-user=-1"}, nil, "--max-sessions-per-user"},
+		{[]string{"--request-timeout=0s"}, nil, "--request-timeout"},
+		{[]string{"stray"}, nil, "unexpected argument"},
+		{nil, map[string]string{"SESSIOND_DEFAULT_TTL": "soon"}, "SESSIOND_DEFAULT_TTL"},
+		{[]string{"--redis-url=http://u:hunter2@host"}, nil, "--redis-url"},
+	} {
+		getenv := func(k string) string { return tc.env[k] }
+		var out bytes.Buffer
+		err := run(context.Background(), tc.args, getenv, &out, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run(%v, %v) = %v, want an error about %s", tc.args, tc.env, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("the Redis password is in the error: %v", err)
+		}
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, noEnv, &out, nil); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "SESSIOND_REDIS_URL") {
+		t.Fatalf("-h = %v, usage:\n%s", err, out.String())
+	}
+}
+
+func TestEmbeddedStoreExpiresKeys(t *testing.T) {
+	t.Parallel()
+	cfg, err := parseConfig(nil, noEnv, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, closeRedis, err := newRedis(cfg, newLogger(cfg, &bytes.Buffer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeRedis()
+	ctx := context.Background()
+	if err := rdb.Set(ctx, "k", "v", 100*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if n := rdb.Exists(ctx, "k").Val(); n != 0 {
+		t.Fatal("a key outlived its TTL in the embedded store")
+	}
+}
