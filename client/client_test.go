@@ -4,19 +4,17 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/status"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sessiond/sessiond/client"
 	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/internal/testutil"
 	"github.com/sessiond/sessiond/server"
 	"github.com/sessiond/sessiond/server/store"
 )
@@ -28,19 +26,7 @@ func startSessiond(t *testing.T) *client.Client {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
 	t.Cleanup(func() { _ = rdb.Close() })
 	svc := server.New(store.New(rdb, store.Config{}), server.DefaultConfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	gs := server.NewGRPCServer(svc, health.NewServer(), server.GRPCOptions{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(lis) }()
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return client.New(conn)
+	return client.New(testutil.Serve(t, server.NewGRPCServer(svc, health.NewServer(), server.GRPCOptions{})))
 }
 
 func TestClient(t *testing.T) {

@@ -1,22 +1,17 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -25,51 +20,17 @@ import (
 	"github.com/redis/go-redis/v9"
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/internal/testutil"
 	"github.com/sessiond/sessiond/server/store"
 )
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 type env struct {
 	redis  *redistest.Server
 	rdb    *redis.Client
 	client sessionauthv1.SessionAuthorityClient
 	health healthpb.HealthClient
-	clock  *clock
-	logs   *syncBuffer
+	clock  *testutil.Clock
+	logs   *testutil.SyncBuffer
 }
 
 type envOptions struct {
@@ -82,7 +43,7 @@ type envOptions struct {
 func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	srv := redistest.Start(t)
-	e := &env{redis: srv, rdb: srv.Client(t), logs: &syncBuffer{}, clock: &clock{t: time.Now()}}
+	e := &env{redis: srv, rdb: srv.Client(t), logs: &testutil.SyncBuffer{}, clock: testutil.NewClock()}
 	if o.cfg == (Config{}) {
 		o.cfg = DefaultConfig
 	}
@@ -98,25 +59,11 @@ func newEnv(t *testing.T, o envOptions) *env {
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := New(st, o.cfg, log)
 	hs := health.NewServer()
-	gs := NewGRPCServer(svc, hs, GRPCOptions{Reflection: true})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = gs.Serve(lis) })
-	wg.Go(func() { WatchHealth(ctx, st, hs, 50*time.Millisecond, log) })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		cancel()
-		gs.Stop()
-		wg.Wait()
-	})
+	watched := make(chan struct{})
+	go func() { WatchHealth(ctx, st, hs, 50*time.Millisecond, log); close(watched) }()
+	t.Cleanup(func() { cancel(); <-watched })
+	conn := testutil.Serve(t, NewGRPCServer(svc, hs, GRPCOptions{Reflection: true}))
 	e.client = sessionauthv1.NewSessionAuthorityClient(conn)
 	e.health = healthpb.NewHealthClient(conn)
 	return e
@@ -483,7 +430,7 @@ func TestClientDeadlineIsDeadlineExceeded(t *testing.T) {
 
 func TestToStatusNeverUnknown(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	s := New(nil, DefaultConfig, slog.New(slog.NewTextHandler(logs, nil)))
 	timedOut, cancel := context.WithTimeoutCause(context.Background(), 0, errStoreTimeout)
 	defer cancel()
@@ -604,5 +551,24 @@ func TestLogsNeverHoldTokens(t *testing.T) {
 		if strings.Contains(logs, tok[28:]) {
 			t.Fatalf("a token appears in the logs")
 		}
+	}
+}
+
+// panicStore panics on every call, as a bug in the store would.
+type panicStore struct{ Store }
+
+func TestPanicIsInternalAndServerSurvives(t *testing.T) {
+	t.Parallel()
+	logs := &testutil.SyncBuffer{}
+	svc := New(panicStore{}, DefaultConfig, slog.New(slog.NewTextHandler(logs, nil)))
+	c := sessionauthv1.NewSessionAuthorityClient(testutil.Serve(t, NewGRPCServer(svc, health.NewServer(), GRPCOptions{})))
+	for range 2 {
+		_, err := c.CreateSession(callCtx(t), &sessionauthv1.CreateSessionRequest{UserId: "u"})
+		if st := wantCode(t, err, codes.Internal, "create on a panicking store"); st.Message() != "internal error" {
+			t.Fatalf("message %q, want the generic one", st.Message())
+		}
+	}
+	if !strings.Contains(logs.String(), "panic in handler") {
+		t.Fatalf("the panic was not logged:\n%s", logs)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,35 +21,19 @@ import (
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/internal/testutil"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func noEnv(string) string { return "" }
 
 // startRun runs sessiond in-process until the test ends, and returns a
 // connection to it.
-func startRun(t *testing.T, args []string, getenv func(string) string) (*grpc.ClientConn, *lockedBuffer, func() error) {
+func startRun(t *testing.T, args []string, getenv func(string) string) (*grpc.ClientConn, *testutil.SyncBuffer, func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	go func() { done <- run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), getenv, logs, ready) }()
 	var addr net.Addr
 	select {

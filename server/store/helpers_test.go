@@ -4,41 +4,19 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/internal/testutil"
 )
-
-// testClock is an injected clock that starts at the real time (so that the
-// absolute expiries the store gives Redis lie in Redis' future) and moves
-// only when told.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Now()} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 type fixture struct {
 	srv   *redistest.Server
 	rdb   *redis.Client
 	store *Store
-	clock *testClock
+	clock *testutil.Clock
 	cfg   Config
 }
 
@@ -49,7 +27,7 @@ func newFixture(t testing.TB, cfg Config) *fixture {
 	srv := redistest.Start(t)
 	f := &fixture{srv: srv, rdb: srv.Client(t), cfg: cfg}
 	if cfg.Clock == nil {
-		f.clock = newTestClock()
+		f.clock = testutil.NewClock()
 		cfg.Clock = f.clock.Now
 	}
 	f.store = New(f.rdb, cfg)
