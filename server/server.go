@@ -111,9 +111,19 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	sess, err := s.store.Get(ctx, req.GetToken())
+	sess, err := s.validate(ctx, req.GetToken())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
+	}
+	return &sessionauthv1.ValidateSessionResponse{Session: toProto(sess)}, nil
+}
+
+// validate is the one validation path (ValidateSession and ext_authz Check):
+// one read, and a touch when one is due.
+func (s *Server) validate(ctx context.Context, token string) (*store.Session, error) {
+	sess, err := s.store.Get(ctx, token)
+	if err != nil {
+		return nil, err
 	}
 	if s.store.TouchDue(sess) {
 		// The read above has validated the session; a failed touch only delays
@@ -124,7 +134,7 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 			sess = touched
 		}
 	}
-	return &sessionauthv1.ValidateSessionResponse{Session: toProto(sess)}, nil
+	return sess, nil
 }
 
 // RevokeSession implements SessionAuthority.RevokeSession.
