@@ -30,6 +30,7 @@ test: ## Run every test with -race against redis-server processes the tests star
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test ./server/store -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./server -run '^$$' -fuzz '^FuzzExtAuthzToken$$' -fuzztime $(FUZZTIME)
 
 .PHONY: generate
 generate: ## Regenerate gen/ from proto/ with buf

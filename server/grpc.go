@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
@@ -28,6 +29,9 @@ type GRPCOptions struct {
 	Reflection bool
 	// ServerOptions are passed on to grpc.NewServer (credentials, limits).
 	ServerOptions []grpc.ServerOption
+	// ExtAuthz, if not nil, also registers Envoy's external authorization
+	// service (envoy.service.auth.v3.Authorization) with this configuration.
+	ExtAuthz *ExtAuthzConfig
 }
 
 // NewGRPCServer returns a gRPC server with the SessionAuthority service, the
@@ -62,6 +66,9 @@ func NewGRPCServer(svc *Server, hs *health.Server, opts GRPCOptions) *grpc.Serve
 	gs := grpc.NewServer(serverOpts...)
 	sessionauthv1.RegisterSessionAuthorityServer(gs, svc)
 	healthpb.RegisterHealthServer(gs, hs)
+	if opts.ExtAuthz != nil {
+		authv3.RegisterAuthorizationServer(gs, NewExtAuthz(svc, *opts.ExtAuthz))
+	}
 	if opts.Reflection {
 		reflection.Register(gs)
 	}

@@ -30,6 +30,7 @@ type Store interface {
 	Revoke(ctx context.Context, sessionID string) (bool, error)
 	RevokeUser(ctx context.Context, userID, exceptID string) (int, error)
 	ListUser(ctx context.Context, userID string, limit int, cursor string) ([]*store.Session, string, error)
+	WatchRevocations(ctx context.Context, ready func(), onEvent func(store.Revocation)) error
 	Ping(ctx context.Context) error
 }
 
@@ -58,9 +59,10 @@ var DefaultConfig = Config{
 // Server is the SessionAuthority service.
 type Server struct {
 	sessionauthv1.UnimplementedSessionAuthorityServer
-	store Store
-	cfg   Config
-	log   *slog.Logger
+	store       Store
+	cfg         Config
+	log         *slog.Logger
+	revocations revocations
 }
 
 // New returns the service over st. It does no I/O.

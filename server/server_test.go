@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -29,6 +30,7 @@ type env struct {
 	rdb    *redis.Client
 	client sessionauthv1.SessionAuthorityClient
 	health healthpb.HealthClient
+	authz  authv3.AuthorizationClient // with envOptions.extAuthz set
 	clock  *testutil.Clock
 	logs   *testutil.SyncBuffer
 }
@@ -36,6 +38,7 @@ type env struct {
 type envOptions struct {
 	cfg      Config
 	storeCfg store.Config
+	extAuthz *ExtAuthzConfig
 }
 
 // newEnv starts a redis-server, the service on a loopback TCP listener with
@@ -62,10 +65,13 @@ func newEnv(t *testing.T, o envOptions) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})
 	go func() { WatchHealth(ctx, st, hs, 50*time.Millisecond, log); close(watched) }()
-	t.Cleanup(func() { cancel(); <-watched })
-	conn := testutil.Serve(t, NewGRPCServer(svc, hs, GRPCOptions{Reflection: true}))
+	revoked := make(chan struct{})
+	go func() { svc.RunRevocations(ctx); close(revoked) }()
+	t.Cleanup(func() { cancel(); <-watched; <-revoked })
+	conn := testutil.Serve(t, NewGRPCServer(svc, hs, GRPCOptions{Reflection: true, ExtAuthz: o.extAuthz}))
 	e.client = sessionauthv1.NewSessionAuthorityClient(conn)
 	e.health = healthpb.NewHealthClient(conn)
+	e.authz = authv3.NewAuthorizationClient(conn)
 	return e
 }
 

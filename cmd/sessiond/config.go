@@ -34,6 +34,8 @@ type config struct {
 	reflection         bool
 	logLevel           slog.Level
 	logFormat          string
+	extAuthz           bool
+	authz              server.ExtAuthzConfig
 }
 
 func envName(flagName string) string {
@@ -61,6 +63,10 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	fs.DurationVar(&c.healthInterval, "health-interval", time.Second, "how often Redis is pinged for the health service")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long in-flight calls may take to finish")
 	fs.BoolVar(&c.reflection, "reflection", true, "serve gRPC server reflection (for grpcurl)")
+	fs.BoolVar(&c.extAuthz, "ext-authz", true, "serve Envoy's external authorization API (envoy.service.auth.v3.Authorization/Check)")
+	fs.StringVar(&c.authz.CookieName, "authz-cookie-name", server.DefaultExtAuthzConfig.CookieName, "ext_authz: the cookie that carries the token when there is no Authorization: Bearer header")
+	fs.StringVar(&c.authz.SessionIDHeader, "authz-session-id-header", server.DefaultExtAuthzConfig.SessionIDHeader, "ext_authz: the request header that tells the upstream the session id (lowercase)")
+	fs.StringVar(&c.authz.UserIDHeader, "authz-user-id-header", server.DefaultExtAuthzConfig.UserIDHeader, "ext_authz: the request header that tells the upstream the user id (lowercase)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
 	fs.Usage = func() {
@@ -130,6 +136,18 @@ func (c *config) check() error {
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		bad("--log-format %q: want text or json", c.logFormat)
+	}
+	if !server.ValidCookieName(c.authz.CookieName) {
+		bad("--authz-cookie-name %q: want a cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.authz.CookieName)
+	}
+	for _, h := range []struct{ flag, name string }{
+		{"--authz-session-id-header", c.authz.SessionIDHeader}, {"--authz-user-id-header", c.authz.UserIDHeader}} {
+		if !server.ValidHeaderName(h.name) {
+			bad("%s %q: want a lowercase header name (a-z, 0-9 and !#$%%&'*+-.^_`|~), not authorization, cookie, host, content-type, content-length or a hop-by-hop header", h.flag, h.name)
+		}
+	}
+	if c.authz.SessionIDHeader == c.authz.UserIDHeader {
+		bad("--authz-user-id-header %q: must differ from --authz-session-id-header", c.authz.UserIDHeader)
 	}
 	return errors.Join(errs...)
 }

@@ -65,7 +65,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RequestTimeout:     cfg.requestTimeout,
 	}, log)
 	hs := health.NewServer()
-	gs := server.NewGRPCServer(svc, hs, server.GRPCOptions{Reflection: cfg.reflection})
+	grpcOpts := server.GRPCOptions{Reflection: cfg.reflection}
+	if cfg.extAuthz {
+		grpcOpts.ExtAuthz = &cfg.authz
+	}
+	gs := server.NewGRPCServer(svc, hs, grpcOpts)
 
 	lis, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
@@ -73,11 +77,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("sessiond serving", "listen", lis.Addr().String(), "default_ttl", cfg.defaultTTL, "max_ttl", cfg.maxTTL,
 		"idle_timeout", cfg.idleTimeout, "touch_interval", cfg.touchInterval, "max_sessions_per_user", cfg.maxSessionsPerUser,
-		"key_prefix", cfg.keyPrefix)
+		"key_prefix", cfg.keyPrefix, "ext_authz", cfg.extAuthz)
 
 	healthCtx, stopHealth := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { server.WatchHealth(healthCtx, st, hs, cfg.healthInterval, log) })
+	revocationsCtx, stopRevocations := context.WithCancel(ctx)
+	defer stopRevocations()
+	wg.Go(func() { svc.RunRevocations(revocationsCtx) })
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- gs.Serve(lis) })
 	if ready != nil {
@@ -89,7 +96,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		err = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 		log.Info("shutting down: finishing in-flight calls", "timeout", cfg.shutdownTimeout)
-		hs.Shutdown() // probes see NOT_SERVING while calls drain
+		hs.Shutdown()     // probes see NOT_SERVING while calls drain
+		stopRevocations() // end WatchRevocations streams: clients drop their caches
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {
@@ -101,6 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 	stopHealth()
+	stopRevocations()
 	wg.Wait()
 	log.Info("sessiond stopped")
 	return err

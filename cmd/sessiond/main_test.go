@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -196,6 +197,10 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"stray"}, nil, "unexpected argument"},
 		{nil, map[string]string{"SESSIOND_DEFAULT_TTL": "soon"}, "SESSIOND_DEFAULT_TTL"},
 		{[]string{"--redis-url=http://u:hunter2@host"}, nil, "--redis-url"},
+		{[]string{"--authz-cookie-name=a b"}, nil, "--authz-cookie-name"},
+		{[]string{"--authz-session-id-header=X-Session-Id"}, nil, "--authz-session-id-header"},
+		{nil, map[string]string{"SESSIOND_AUTHZ_USER_ID_HEADER": "authorization"}, "--authz-user-id-header"},
+		{[]string{"--authz-user-id-header=x-session-id"}, nil, "must differ from --authz-session-id-header"},
 	} {
 		getenv := func(k string) string { return tc.env[k] }
 		var out bytes.Buffer
@@ -231,5 +236,33 @@ func TestEmbeddedStoreExpiresKeys(t *testing.T) {
 	time.Sleep(150 * time.Millisecond)
 	if n := rdb.Exists(ctx, "k").Val(); n != 0 {
 		t.Fatal("a key outlived its TTL in the embedded store")
+	}
+}
+
+// TestRunServesExtAuthz: the Check API is on by default, with the header
+// names from the flags, and --ext-authz=false turns it off.
+func TestRunServesExtAuthz(t *testing.T) {
+	t.Parallel()
+	conn, _, _ := startRun(t, []string{"--authz-user-id-header=x-auth-user"}, noEnv)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	created, err := sessionauthv1.NewSessionAuthorityClient(conn).CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "u-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"authorization": "Bearer " + created.GetToken()}},
+	}}}
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
+	if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		t.Fatalf("Check = %v, %v; want allowed", resp, err)
+	}
+	if !strings.Contains(resp.GetOkResponse().String(), "x-auth-user") {
+		t.Fatalf("the allowed response does not set --authz-user-id-header: %v", resp.GetOkResponse())
+	}
+
+	off, _, _ := startRun(t, []string{"--ext-authz=false"}, noEnv)
+	if _, err := authv3.NewAuthorizationClient(off).Check(ctx, req); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("Check with --ext-authz=false: %v, want Unimplemented", err)
 	}
 }

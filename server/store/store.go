@@ -198,6 +198,11 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 				}
 				p.Del(ctx, keys...)
 				p.ZRem(ctx, iKey, members...)
+				ids := make([]string, len(evicted))
+				for i, m := range evicted {
+					ids[i] = formatID(id.tag, m)
+				}
+				s.publishRevocation(ctx, p, Revocation{SessionIDs: ids, UserID: ns.UserID, Reason: ReasonEvicted, At: now})
 			}
 			p.ZAdd(ctx, iKey, redis.Z{Score: float64(ends.UnixMilli()), Member: u.String()})
 			p.PExpireAt(ctx, iKey, time.UnixMilli(indexEnds))
@@ -300,7 +305,7 @@ func (s *Store) RevokeToken(ctx context.Context, token string) (bool, error) {
 	if !ok {
 		return false, nil
 	}
-	return s.revoke(ctx, pt.id, pt.matches)
+	return s.revoke(ctx, pt.id, pt.matches, ReasonLogout)
 }
 
 // Revoke ends the session with this id. It reports false, with no error, when
@@ -311,10 +316,10 @@ func (s *Store) Revoke(ctx context.Context, sessionID string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return s.revoke(ctx, id, nil)
+	return s.revoke(ctx, id, nil, ReasonRevoked)
 }
 
-func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(string) bool) (bool, error) {
+func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(string) bool, reason Reason) (bool, error) {
 	member := id.uuid.String()
 	sKey := s.sessionKey(id.tag, member)
 	revoked := false
@@ -347,6 +352,7 @@ func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(stri
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, sKey)
+			s.publishRevocation(ctx, p, Revocation{SessionIDs: []string{id.String()}, UserID: userID, Reason: reason, At: now})
 			if indexEnds == 0 {
 				p.Del(ctx, iKey)
 				return nil
@@ -386,13 +392,13 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (int, e
 		if err != nil {
 			return err
 		}
-		now := s.now().UnixMilli()
-		var keys []string
+		now := s.now()
+		var keys, revoked []string
 		var members []any
 		var keepEnds int64
 		for _, z := range all {
 			m := memberString(z.Member)
-			live := int64(z.Score) > now
+			live := int64(z.Score) > now.UnixMilli()
 			if m == keep && live {
 				keepEnds = int64(z.Score)
 				continue
@@ -400,7 +406,7 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (int, e
 			keys = append(keys, s.sessionKey(t, m))
 			members = append(members, m)
 			if live {
-				count++
+				revoked = append(revoked, formatID(t, m))
 			}
 		}
 		if len(keys) == 0 {
@@ -408,6 +414,9 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (int, e
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, keys...)
+			if len(revoked) > 0 {
+				s.publishRevocation(ctx, p, Revocation{SessionIDs: revoked, UserID: userID, Reason: ReasonUserRevoked, At: now})
+			}
 			if keepEnds == 0 {
 				p.Del(ctx, iKey)
 				return nil
@@ -416,8 +425,8 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (int, e
 			p.PExpireAt(ctx, iKey, time.UnixMilli(keepEnds))
 			return nil
 		})
-		if err != nil {
-			count = 0
+		if err == nil {
+			count = len(revoked)
 		}
 		return err
 	}, iKey)

@@ -44,6 +44,178 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Why the sessions ended.
+type RevocationEvent_Reason int32
+
+const (
+	// Not set; treat as revoked.
+	RevocationEvent_REASON_UNSPECIFIED RevocationEvent_Reason = 0
+	// RevokeSession with the session's token (logout).
+	RevocationEvent_REASON_LOGOUT RevocationEvent_Reason = 1
+	// RevokeSession with the session's id.
+	RevocationEvent_REASON_REVOKED RevocationEvent_Reason = 2
+	// RevokeUserSessions ("log out everywhere").
+	RevocationEvent_REASON_USER_REVOKED RevocationEvent_Reason = 3
+	// CreateSession went over the per-user cap and revoked the oldest.
+	RevocationEvent_REASON_EVICTED RevocationEvent_Reason = 4
+)
+
+// Enum value maps for RevocationEvent_Reason.
+var (
+	RevocationEvent_Reason_name = map[int32]string{
+		0: "REASON_UNSPECIFIED",
+		1: "REASON_LOGOUT",
+		2: "REASON_REVOKED",
+		3: "REASON_USER_REVOKED",
+		4: "REASON_EVICTED",
+	}
+	RevocationEvent_Reason_value = map[string]int32{
+		"REASON_UNSPECIFIED":  0,
+		"REASON_LOGOUT":       1,
+		"REASON_REVOKED":      2,
+		"REASON_USER_REVOKED": 3,
+		"REASON_EVICTED":      4,
+	}
+)
+
+func (x RevocationEvent_Reason) Enum() *RevocationEvent_Reason {
+	p := new(RevocationEvent_Reason)
+	*p = x
+	return p
+}
+
+func (x RevocationEvent_Reason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RevocationEvent_Reason) Descriptor() protoreflect.EnumDescriptor {
+	return file_sessionauth_v1_session_authority_proto_enumTypes[0].Descriptor()
+}
+
+func (RevocationEvent_Reason) Type() protoreflect.EnumType {
+	return &file_sessionauth_v1_session_authority_proto_enumTypes[0]
+}
+
+func (x RevocationEvent_Reason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RevocationEvent_Reason.Descriptor instead.
+func (RevocationEvent_Reason) EnumDescriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{1, 0}
+}
+
+// WatchRevocationsRequest opens a revocation stream. It has no fields yet.
+type WatchRevocationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRevocationsRequest) Reset() {
+	*x = WatchRevocationsRequest{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRevocationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRevocationsRequest) ProtoMessage() {}
+
+func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
+func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{0}
+}
+
+// RevocationEvent reports sessions that were revoked together, by one call.
+type RevocationEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ids of the revoked sessions, all of one user.
+	SessionIds []string `protobuf:"bytes,1,rep,name=session_ids,json=sessionIds,proto3" json:"session_ids,omitempty"`
+	// The user they belonged to.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Why they ended.
+	Reason RevocationEvent_Reason `protobuf:"varint,3,opt,name=reason,proto3,enum=sessionauth.v1.RevocationEvent_Reason" json:"reason,omitempty"`
+	// When the revocation was committed, by the clock of the sessiond that
+	// made it.
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevocationEvent) Reset() {
+	*x = RevocationEvent{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevocationEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevocationEvent) ProtoMessage() {}
+
+func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
+func (*RevocationEvent) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RevocationEvent) GetSessionIds() []string {
+	if x != nil {
+		return x.SessionIds
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *RevocationEvent) GetReason() RevocationEvent_Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return RevocationEvent_REASON_UNSPECIFIED
+}
+
+func (x *RevocationEvent) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
 // Session is what sessiond knows about one session. It never contains the
 // token: everything here is safe to log and to show to the session's user.
 type Session struct {
@@ -83,7 +255,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[0]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +267,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[0]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +280,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{0}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Session) GetSessionId() string {
@@ -220,7 +392,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[1]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -232,7 +404,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[1]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -245,7 +417,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{1}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateSessionRequest) GetUserId() string {
@@ -313,7 +485,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[2]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +497,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[2]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +510,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{2}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateSessionResponse) GetToken() string {
@@ -369,7 +541,7 @@ type ValidateSessionRequest struct {
 
 func (x *ValidateSessionRequest) Reset() {
 	*x = ValidateSessionRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[3]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +553,7 @@ func (x *ValidateSessionRequest) String() string {
 func (*ValidateSessionRequest) ProtoMessage() {}
 
 func (x *ValidateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[3]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +566,7 @@ func (x *ValidateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateSessionRequest.ProtoReflect.Descriptor instead.
 func (*ValidateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{3}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ValidateSessionRequest) GetToken() string {
@@ -416,7 +588,7 @@ type ValidateSessionResponse struct {
 
 func (x *ValidateSessionResponse) Reset() {
 	*x = ValidateSessionResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[4]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +600,7 @@ func (x *ValidateSessionResponse) String() string {
 func (*ValidateSessionResponse) ProtoMessage() {}
 
 func (x *ValidateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[4]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +613,7 @@ func (x *ValidateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateSessionResponse.ProtoReflect.Descriptor instead.
 func (*ValidateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{4}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ValidateSessionResponse) GetSession() *Session {
@@ -467,7 +639,7 @@ type RevokeSessionRequest struct {
 
 func (x *RevokeSessionRequest) Reset() {
 	*x = RevokeSessionRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[5]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +651,7 @@ func (x *RevokeSessionRequest) String() string {
 func (*RevokeSessionRequest) ProtoMessage() {}
 
 func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[5]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +664,7 @@ func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{5}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RevokeSessionRequest) GetTarget() isRevokeSessionRequest_Target {
@@ -553,7 +725,7 @@ type RevokeSessionResponse struct {
 
 func (x *RevokeSessionResponse) Reset() {
 	*x = RevokeSessionResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[6]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +737,7 @@ func (x *RevokeSessionResponse) String() string {
 func (*RevokeSessionResponse) ProtoMessage() {}
 
 func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[6]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +750,7 @@ func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{6}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RevokeSessionResponse) GetRevoked() bool {
@@ -605,7 +777,7 @@ type ListUserSessionsRequest struct {
 
 func (x *ListUserSessionsRequest) Reset() {
 	*x = ListUserSessionsRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[7]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +789,7 @@ func (x *ListUserSessionsRequest) String() string {
 func (*ListUserSessionsRequest) ProtoMessage() {}
 
 func (x *ListUserSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[7]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +802,7 @@ func (x *ListUserSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListUserSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{7}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListUserSessionsRequest) GetUserId() string {
@@ -669,7 +841,7 @@ type ListUserSessionsResponse struct {
 
 func (x *ListUserSessionsResponse) Reset() {
 	*x = ListUserSessionsResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[8]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +853,7 @@ func (x *ListUserSessionsResponse) String() string {
 func (*ListUserSessionsResponse) ProtoMessage() {}
 
 func (x *ListUserSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[8]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +866,7 @@ func (x *ListUserSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListUserSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{8}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListUserSessionsResponse) GetSessions() []*Session {
@@ -726,7 +898,7 @@ type RevokeUserSessionsRequest struct {
 
 func (x *RevokeUserSessionsRequest) Reset() {
 	*x = RevokeUserSessionsRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[9]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +910,7 @@ func (x *RevokeUserSessionsRequest) String() string {
 func (*RevokeUserSessionsRequest) ProtoMessage() {}
 
 func (x *RevokeUserSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[9]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +923,7 @@ func (x *RevokeUserSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserSessionsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeUserSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{9}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeUserSessionsRequest) GetUserId() string {
@@ -779,7 +951,7 @@ type RevokeUserSessionsResponse struct {
 
 func (x *RevokeUserSessionsResponse) Reset() {
 	*x = RevokeUserSessionsResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[10]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +963,7 @@ func (x *RevokeUserSessionsResponse) String() string {
 func (*RevokeUserSessionsResponse) ProtoMessage() {}
 
 func (x *RevokeUserSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[10]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +976,7 @@ func (x *RevokeUserSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserSessionsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeUserSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{10}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RevokeUserSessionsResponse) GetRevokedCount() int32 {
@@ -818,7 +990,21 @@ var File_sessionauth_v1_session_authority_proto protoreflect.FileDescriptor
 
 const file_sessionauth_v1_session_authority_proto_rawDesc = "" +
 	"\n" +
-	"&sessionauth/v1/session_authority.proto\x12\x0esessionauth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x04\n" +
+	"&sessionauth/v1/session_authority.proto\x12\x0esessionauth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n" +
+	"\x17WatchRevocationsRequest\"\xbc\x02\n" +
+	"\x0fRevocationEvent\x12\x1f\n" +
+	"\vsession_ids\x18\x01 \x03(\tR\n" +
+	"sessionIds\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12>\n" +
+	"\x06reason\x18\x03 \x01(\x0e2&.sessionauth.v1.RevocationEvent.ReasonR\x06reason\x129\n" +
+	"\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"t\n" +
+	"\x06Reason\x12\x16\n" +
+	"\x12REASON_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rREASON_LOGOUT\x10\x01\x12\x12\n" +
+	"\x0eREASON_REVOKED\x10\x02\x12\x17\n" +
+	"\x13REASON_USER_REVOKED\x10\x03\x12\x12\n" +
+	"\x0eREASON_EVICTED\x10\x04\"\x93\x04\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -881,13 +1067,14 @@ const file_sessionauth_v1_session_authority_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12*\n" +
 	"\x11except_session_id\x18\x02 \x01(\tR\x0fexceptSessionId\"A\n" +
 	"\x1aRevokeUserSessionsResponse\x12#\n" +
-	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount2\x86\x04\n" +
+	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount2\xe6\x04\n" +
 	"\x10SessionAuthority\x12\\\n" +
 	"\rCreateSession\x12$.sessionauth.v1.CreateSessionRequest\x1a%.sessionauth.v1.CreateSessionResponse\x12b\n" +
 	"\x0fValidateSession\x12&.sessionauth.v1.ValidateSessionRequest\x1a'.sessionauth.v1.ValidateSessionResponse\x12\\\n" +
 	"\rRevokeSession\x12$.sessionauth.v1.RevokeSessionRequest\x1a%.sessionauth.v1.RevokeSessionResponse\x12e\n" +
 	"\x10ListUserSessions\x12'.sessionauth.v1.ListUserSessionsRequest\x1a(.sessionauth.v1.ListUserSessionsResponse\x12k\n" +
-	"\x12RevokeUserSessions\x12).sessionauth.v1.RevokeUserSessionsRequest\x1a*.sessionauth.v1.RevokeUserSessionsResponseB\xc3\x01\n" +
+	"\x12RevokeUserSessions\x12).sessionauth.v1.RevokeUserSessionsRequest\x1a*.sessionauth.v1.RevokeUserSessionsResponse\x12^\n" +
+	"\x10WatchRevocations\x12'.sessionauth.v1.WatchRevocationsRequest\x1a\x1f.sessionauth.v1.RevocationEvent0\x01B\xc3\x01\n" +
 	"\x12com.sessionauth.v1B\x15SessionAuthorityProtoP\x01Z=github.com/sessiond/sessiond/gen/sessionauth/v1;sessionauthv1\xa2\x02\x03SXX\xaa\x02\x0eSessionauth.V1\xca\x02\x0eSessionauth\\V1\xe2\x02\x1aSessionauth\\V1\\GPBMetadata\xea\x02\x0fSessionauth::V1b\x06proto3"
 
 var (
@@ -902,51 +1089,59 @@ func file_sessionauth_v1_session_authority_proto_rawDescGZIP() []byte {
 	return file_sessionauth_v1_session_authority_proto_rawDescData
 }
 
-var file_sessionauth_v1_session_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_sessionauth_v1_session_authority_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_sessionauth_v1_session_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_sessionauth_v1_session_authority_proto_goTypes = []any{
-	(*Session)(nil),                    // 0: sessionauth.v1.Session
-	(*CreateSessionRequest)(nil),       // 1: sessionauth.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),      // 2: sessionauth.v1.CreateSessionResponse
-	(*ValidateSessionRequest)(nil),     // 3: sessionauth.v1.ValidateSessionRequest
-	(*ValidateSessionResponse)(nil),    // 4: sessionauth.v1.ValidateSessionResponse
-	(*RevokeSessionRequest)(nil),       // 5: sessionauth.v1.RevokeSessionRequest
-	(*RevokeSessionResponse)(nil),      // 6: sessionauth.v1.RevokeSessionResponse
-	(*ListUserSessionsRequest)(nil),    // 7: sessionauth.v1.ListUserSessionsRequest
-	(*ListUserSessionsResponse)(nil),   // 8: sessionauth.v1.ListUserSessionsResponse
-	(*RevokeUserSessionsRequest)(nil),  // 9: sessionauth.v1.RevokeUserSessionsRequest
-	(*RevokeUserSessionsResponse)(nil), // 10: sessionauth.v1.RevokeUserSessionsResponse
-	nil,                                // 11: sessionauth.v1.Session.AttributesEntry
-	nil,                                // 12: sessionauth.v1.CreateSessionRequest.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 14: google.protobuf.Duration
+	(RevocationEvent_Reason)(0),        // 0: sessionauth.v1.RevocationEvent.Reason
+	(*WatchRevocationsRequest)(nil),    // 1: sessionauth.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),            // 2: sessionauth.v1.RevocationEvent
+	(*Session)(nil),                    // 3: sessionauth.v1.Session
+	(*CreateSessionRequest)(nil),       // 4: sessionauth.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),      // 5: sessionauth.v1.CreateSessionResponse
+	(*ValidateSessionRequest)(nil),     // 6: sessionauth.v1.ValidateSessionRequest
+	(*ValidateSessionResponse)(nil),    // 7: sessionauth.v1.ValidateSessionResponse
+	(*RevokeSessionRequest)(nil),       // 8: sessionauth.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),      // 9: sessionauth.v1.RevokeSessionResponse
+	(*ListUserSessionsRequest)(nil),    // 10: sessionauth.v1.ListUserSessionsRequest
+	(*ListUserSessionsResponse)(nil),   // 11: sessionauth.v1.ListUserSessionsResponse
+	(*RevokeUserSessionsRequest)(nil),  // 12: sessionauth.v1.RevokeUserSessionsRequest
+	(*RevokeUserSessionsResponse)(nil), // 13: sessionauth.v1.RevokeUserSessionsResponse
+	nil,                                // 14: sessionauth.v1.Session.AttributesEntry
+	nil,                                // 15: sessionauth.v1.CreateSessionRequest.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 17: google.protobuf.Duration
 }
 var file_sessionauth_v1_session_authority_proto_depIdxs = []int32{
-	13, // 0: sessionauth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	13, // 1: sessionauth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 2: sessionauth.v1.Session.idle_expires_at:type_name -> google.protobuf.Timestamp
-	13, // 3: sessionauth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	11, // 4: sessionauth.v1.Session.attributes:type_name -> sessionauth.v1.Session.AttributesEntry
-	12, // 5: sessionauth.v1.CreateSessionRequest.attributes:type_name -> sessionauth.v1.CreateSessionRequest.AttributesEntry
-	14, // 6: sessionauth.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
-	14, // 7: sessionauth.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
-	0,  // 8: sessionauth.v1.CreateSessionResponse.session:type_name -> sessionauth.v1.Session
-	0,  // 9: sessionauth.v1.ValidateSessionResponse.session:type_name -> sessionauth.v1.Session
-	0,  // 10: sessionauth.v1.ListUserSessionsResponse.sessions:type_name -> sessionauth.v1.Session
-	1,  // 11: sessionauth.v1.SessionAuthority.CreateSession:input_type -> sessionauth.v1.CreateSessionRequest
-	3,  // 12: sessionauth.v1.SessionAuthority.ValidateSession:input_type -> sessionauth.v1.ValidateSessionRequest
-	5,  // 13: sessionauth.v1.SessionAuthority.RevokeSession:input_type -> sessionauth.v1.RevokeSessionRequest
-	7,  // 14: sessionauth.v1.SessionAuthority.ListUserSessions:input_type -> sessionauth.v1.ListUserSessionsRequest
-	9,  // 15: sessionauth.v1.SessionAuthority.RevokeUserSessions:input_type -> sessionauth.v1.RevokeUserSessionsRequest
-	2,  // 16: sessionauth.v1.SessionAuthority.CreateSession:output_type -> sessionauth.v1.CreateSessionResponse
-	4,  // 17: sessionauth.v1.SessionAuthority.ValidateSession:output_type -> sessionauth.v1.ValidateSessionResponse
-	6,  // 18: sessionauth.v1.SessionAuthority.RevokeSession:output_type -> sessionauth.v1.RevokeSessionResponse
-	8,  // 19: sessionauth.v1.SessionAuthority.ListUserSessions:output_type -> sessionauth.v1.ListUserSessionsResponse
-	10, // 20: sessionauth.v1.SessionAuthority.RevokeUserSessions:output_type -> sessionauth.v1.RevokeUserSessionsResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	0,  // 0: sessionauth.v1.RevocationEvent.reason:type_name -> sessionauth.v1.RevocationEvent.Reason
+	16, // 1: sessionauth.v1.RevocationEvent.revoked_at:type_name -> google.protobuf.Timestamp
+	16, // 2: sessionauth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	16, // 3: sessionauth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 4: sessionauth.v1.Session.idle_expires_at:type_name -> google.protobuf.Timestamp
+	16, // 5: sessionauth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	14, // 6: sessionauth.v1.Session.attributes:type_name -> sessionauth.v1.Session.AttributesEntry
+	15, // 7: sessionauth.v1.CreateSessionRequest.attributes:type_name -> sessionauth.v1.CreateSessionRequest.AttributesEntry
+	17, // 8: sessionauth.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	17, // 9: sessionauth.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
+	3,  // 10: sessionauth.v1.CreateSessionResponse.session:type_name -> sessionauth.v1.Session
+	3,  // 11: sessionauth.v1.ValidateSessionResponse.session:type_name -> sessionauth.v1.Session
+	3,  // 12: sessionauth.v1.ListUserSessionsResponse.sessions:type_name -> sessionauth.v1.Session
+	4,  // 13: sessionauth.v1.SessionAuthority.CreateSession:input_type -> sessionauth.v1.CreateSessionRequest
+	6,  // 14: sessionauth.v1.SessionAuthority.ValidateSession:input_type -> sessionauth.v1.ValidateSessionRequest
+	8,  // 15: sessionauth.v1.SessionAuthority.RevokeSession:input_type -> sessionauth.v1.RevokeSessionRequest
+	10, // 16: sessionauth.v1.SessionAuthority.ListUserSessions:input_type -> sessionauth.v1.ListUserSessionsRequest
+	12, // 17: sessionauth.v1.SessionAuthority.RevokeUserSessions:input_type -> sessionauth.v1.RevokeUserSessionsRequest
+	1,  // 18: sessionauth.v1.SessionAuthority.WatchRevocations:input_type -> sessionauth.v1.WatchRevocationsRequest
+	5,  // 19: sessionauth.v1.SessionAuthority.CreateSession:output_type -> sessionauth.v1.CreateSessionResponse
+	7,  // 20: sessionauth.v1.SessionAuthority.ValidateSession:output_type -> sessionauth.v1.ValidateSessionResponse
+	9,  // 21: sessionauth.v1.SessionAuthority.RevokeSession:output_type -> sessionauth.v1.RevokeSessionResponse
+	11, // 22: sessionauth.v1.SessionAuthority.ListUserSessions:output_type -> sessionauth.v1.ListUserSessionsResponse
+	13, // 23: sessionauth.v1.SessionAuthority.RevokeUserSessions:output_type -> sessionauth.v1.RevokeUserSessionsResponse
+	2,  // 24: sessionauth.v1.SessionAuthority.WatchRevocations:output_type -> sessionauth.v1.RevocationEvent
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_sessionauth_v1_session_authority_proto_init() }
@@ -954,7 +1149,7 @@ func file_sessionauth_v1_session_authority_proto_init() {
 	if File_sessionauth_v1_session_authority_proto != nil {
 		return
 	}
-	file_sessionauth_v1_session_authority_proto_msgTypes[5].OneofWrappers = []any{
+	file_sessionauth_v1_session_authority_proto_msgTypes[7].OneofWrappers = []any{
 		(*RevokeSessionRequest_Token)(nil),
 		(*RevokeSessionRequest_SessionId)(nil),
 	}
@@ -963,13 +1158,14 @@ func file_sessionauth_v1_session_authority_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sessionauth_v1_session_authority_proto_rawDesc), len(file_sessionauth_v1_session_authority_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_sessionauth_v1_session_authority_proto_goTypes,
 		DependencyIndexes: file_sessionauth_v1_session_authority_proto_depIdxs,
+		EnumInfos:         file_sessionauth_v1_session_authority_proto_enumTypes,
 		MessageInfos:      file_sessionauth_v1_session_authority_proto_msgTypes,
 	}.Build()
 	File_sessionauth_v1_session_authority_proto = out.File

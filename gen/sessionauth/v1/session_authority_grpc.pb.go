@@ -45,6 +45,7 @@ const (
 	SessionAuthority_RevokeSession_FullMethodName      = "/sessionauth.v1.SessionAuthority/RevokeSession"
 	SessionAuthority_ListUserSessions_FullMethodName   = "/sessionauth.v1.SessionAuthority/ListUserSessions"
 	SessionAuthority_RevokeUserSessions_FullMethodName = "/sessionauth.v1.SessionAuthority/RevokeUserSessions"
+	SessionAuthority_WatchRevocations_FullMethodName   = "/sessionauth.v1.SessionAuthority/WatchRevocations"
 )
 
 // SessionAuthorityClient is the client API for SessionAuthority service.
@@ -100,6 +101,26 @@ type SessionAuthorityClient interface {
 	// except_session_id, or one that belongs to another user), UNAVAILABLE,
 	// ABORTED.
 	RevokeUserSessions(ctx context.Context, in *RevokeUserSessionsRequest, opts ...grpc.CallOption) (*RevokeUserSessionsResponse, error)
+	// WatchRevocations streams every revocation made by any sessiond instance
+	// sharing this Redis, from the moment the stream is established, so that
+	// caches of validated sessions can drop a revoked session at once. Every
+	// revocation (RevokeSession by token or id, RevokeUserSessions, and the
+	// eviction of the oldest sessions over the per-user cap) is published on
+	// Redis pub/sub in the same MULTI/EXEC as the write itself.
+	//
+	// The server sends the response headers, with the header
+	// "sessiond-revocations: subscribed", once it is subscribed: a client that
+	// caches must not trust its cache before it has received that header, must
+	// drop its whole cache when the stream ends for any reason, and must not
+	// cache again until a new stream is established. The stream ends with
+	// UNAVAILABLE when sessiond loses its Redis subscription (events may have
+	// been missed) or when the watcher falls too far behind (more than 1024
+	// undelivered events).
+	//
+	// Events carry session ids and user ids, never tokens.
+	//
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error)
 }
 
 type sessionAuthorityClient struct {
@@ -160,6 +181,25 @@ func (c *sessionAuthorityClient) RevokeUserSessions(ctx context.Context, in *Rev
 	return out, nil
 }
 
+func (c *sessionAuthorityClient) WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &SessionAuthority_ServiceDesc.Streams[0], SessionAuthority_WatchRevocations_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRevocationsRequest, RevocationEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SessionAuthority_WatchRevocationsClient = grpc.ServerStreamingClient[RevocationEvent]
+
 // SessionAuthorityServer is the server API for SessionAuthority service.
 // All implementations must embed UnimplementedSessionAuthorityServer
 // for forward compatibility.
@@ -213,6 +253,26 @@ type SessionAuthorityServer interface {
 	// except_session_id, or one that belongs to another user), UNAVAILABLE,
 	// ABORTED.
 	RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error)
+	// WatchRevocations streams every revocation made by any sessiond instance
+	// sharing this Redis, from the moment the stream is established, so that
+	// caches of validated sessions can drop a revoked session at once. Every
+	// revocation (RevokeSession by token or id, RevokeUserSessions, and the
+	// eviction of the oldest sessions over the per-user cap) is published on
+	// Redis pub/sub in the same MULTI/EXEC as the write itself.
+	//
+	// The server sends the response headers, with the header
+	// "sessiond-revocations: subscribed", once it is subscribed: a client that
+	// caches must not trust its cache before it has received that header, must
+	// drop its whole cache when the stream ends for any reason, and must not
+	// cache again until a new stream is established. The stream ends with
+	// UNAVAILABLE when sessiond loses its Redis subscription (events may have
+	// been missed) or when the watcher falls too far behind (more than 1024
+	// undelivered events).
+	//
+	// Events carry session ids and user ids, never tokens.
+	//
+	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error
 	mustEmbedUnimplementedSessionAuthorityServer()
 }
 
@@ -237,6 +297,9 @@ func (UnimplementedSessionAuthorityServer) ListUserSessions(context.Context, *Li
 }
 func (UnimplementedSessionAuthorityServer) RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeUserSessions not implemented")
+}
+func (UnimplementedSessionAuthorityServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
 }
 func (UnimplementedSessionAuthorityServer) mustEmbedUnimplementedSessionAuthorityServer() {}
 func (UnimplementedSessionAuthorityServer) testEmbeddedByValue()                          {}
@@ -349,6 +412,17 @@ func _SessionAuthority_RevokeUserSessions_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionAuthority_WatchRevocations_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRevocationsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SessionAuthorityServer).WatchRevocations(m, &grpc.GenericServerStream[WatchRevocationsRequest, RevocationEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type SessionAuthority_WatchRevocationsServer = grpc.ServerStreamingServer[RevocationEvent]
+
 // SessionAuthority_ServiceDesc is the grpc.ServiceDesc for SessionAuthority service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -377,6 +451,12 @@ var SessionAuthority_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _SessionAuthority_RevokeUserSessions_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRevocations",
+			Handler:       _SessionAuthority_WatchRevocations_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "sessionauth/v1/session_authority.proto",
 }

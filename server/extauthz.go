@@ -1,0 +1,330 @@
+package server
+
+import (
+	"context"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ExtAuthzConfig configures the Envoy external authorization service. An
+// empty field takes its value from DefaultExtAuthzConfig.
+type ExtAuthzConfig struct {
+	// CookieName is the cookie that carries the token when the request has no
+	// "Authorization: Bearer" header. Default "session".
+	CookieName string
+	// SessionIDHeader is the request header, in lowercase, that tells the
+	// upstream the session id. Default "x-session-id".
+	SessionIDHeader string
+	// UserIDHeader is the request header, in lowercase, that tells the
+	// upstream the user id. Default "x-user-id".
+	UserIDHeader string
+}
+
+// DefaultExtAuthzConfig is the configuration the Check API starts with.
+var DefaultExtAuthzConfig = ExtAuthzConfig{
+	CookieName:      "session",
+	SessionIDHeader: "x-session-id",
+	UserIDHeader:    "x-user-id",
+}
+
+// ExtAuthz implements Envoy's external authorization API
+// (envoy.service.auth.v3.Authorization/Check) over the session store, so that
+// a gateway (Envoy, Istio, anything that speaks ext_authz) checks each HTTP
+// request's session before the upstream sees it.
+//
+// A request with a live session is allowed: the upstream receives the session
+// and user ids in two headers that overwrite any the client sent, and no
+// longer receives the credential. Anything else is denied, failing closed: no
+// or a dead token gives 401, an unreachable Redis 503, any other fault 500.
+// The decision is in the CheckResponse: Check returns a gRPC error only for a
+// request without HTTP attributes.
+type ExtAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	svc *Server
+	cfg ExtAuthzConfig
+}
+
+// NewExtAuthz returns the Check API over svc. It does no I/O.
+func NewExtAuthz(svc *Server, cfg ExtAuthzConfig) *ExtAuthz {
+	if cfg.CookieName == "" {
+		cfg.CookieName = DefaultExtAuthzConfig.CookieName
+	}
+	if cfg.SessionIDHeader == "" {
+		cfg.SessionIDHeader = DefaultExtAuthzConfig.SessionIDHeader
+	}
+	if cfg.UserIDHeader == "" {
+		cfg.UserIDHeader = DefaultExtAuthzConfig.UserIDHeader
+	}
+	return &ExtAuthz{svc: svc, cfg: cfg}
+}
+
+const (
+	authorizationHeader = "authorization"
+	cookieHeader        = "cookie"
+	// wwwAuthenticate is the challenge of every 401 (RFC 6750 section 3).
+	wwwAuthenticate = `Bearer realm="sessiond"`
+	noTokenReason   = "no session token: want an Authorization: Bearer header or the session cookie"
+)
+
+// Check implements envoy.service.auth.v3.Authorization/Check.
+func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	if httpReq == nil {
+		var v invalid
+		v.add("attributes.request.http", "is required (sessiond checks HTTP requests only)")
+		return nil, v.err()
+	}
+	h := requestHeaders(httpReq)
+	cred := findCredential(h[authorizationHeader], h[cookieHeader], a.cfg.CookieName)
+	log := a.svc.log.With("request_id", httpReq.GetId(), "credential", cred.source.String())
+	if cred.source == noCredential {
+		log.DebugContext(ctx, "ext_authz denied: no session token")
+		return unauthenticated(noTokenReason), nil
+	}
+	sess, err := a.svc.validate(ctx, cred.token)
+	if err != nil {
+		st := status.Convert(a.svc.toStatus(ctx, err))
+		log.DebugContext(ctx, "ext_authz denied", "code", st.Code().String())
+		return denied(st), nil
+	}
+	log.DebugContext(ctx, "ext_authz allowed", sessionAttrs(sess.ID, sess.UserID)...)
+
+	ok := &authv3.OkHttpResponse{
+		Headers: []*corev3.HeaderValueOption{
+			overwrite(a.cfg.SessionIDHeader, sess.ID),
+			overwrite(a.cfg.UserIDHeader, sess.UserID),
+		},
+	}
+	// The upstream never sees a sessiond credential: the Bearer header that
+	// carried the token, and the session cookie whichever carried it.
+	if cred.source == fromAuthorization {
+		ok.HeadersToRemove = append(ok.HeadersToRemove, authorizationHeader)
+	}
+	if cookies := h[cookieHeader]; cookies != "" {
+		if _, found := cookieValue(cookies, a.cfg.CookieName); found {
+			if rest := withoutCookie(cookies, a.cfg.CookieName); rest != "" {
+				ok.Headers = append(ok.Headers, overwrite(cookieHeader, rest))
+			} else {
+				ok.HeadersToRemove = append(ok.HeadersToRemove, cookieHeader)
+			}
+		}
+	}
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+	}, nil
+}
+
+func unauthenticated(msg string) *authv3.CheckResponse {
+	return denied(status.New(codes.Unauthenticated, msg))
+}
+
+// denied is the deny decision for st, a status from toStatus: its code and
+// generic message go to the gateway, an HTTP status and a short body to the
+// client.
+func denied(st *status.Status) *authv3.CheckResponse {
+	resp := &authv3.DeniedHttpResponse{
+		Headers: []*corev3.HeaderValueOption{overwrite("content-type", "text/plain; charset=utf-8")},
+	}
+	switch st.Code() {
+	case codes.Unauthenticated:
+		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized}
+		resp.Headers = append(resp.Headers, overwrite("www-authenticate", wwwAuthenticate))
+		resp.Body = "401 Unauthorized: no valid session\n"
+	case codes.Unavailable:
+		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}
+		resp.Headers = append(resp.Headers, overwrite("retry-after", "1"))
+		resp.Body = "503 Service Unavailable: the session service is unavailable; retry later\n"
+	default:
+		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_InternalServerError}
+		resp.Body = "500 Internal Server Error: the session could not be checked\n"
+	}
+	code := st.Code()
+	if code == codes.OK { // never allow by accident
+		code = codes.Internal
+	}
+	return &authv3.CheckResponse{
+		Status:       &rpcstatus.Status{Code: int32(code), Message: st.Message()},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: resp},
+	}
+}
+
+// overwrite sets header name to value, replacing every value the request
+// (or response) had for it.
+func overwrite(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// requestHeaders returns the authorization and cookie headers of an ext_authz
+// HTTP request, keyed in lowercase. Envoy sends either the headers map
+// (repeated headers merged with ",") or, with encode_raw_headers, header_map
+// (one entry per header line, the value in raw_value); the map wins when both
+// are set. Repeated cookie lines are joined with "; " as one Cookie header,
+// repeated authorization lines with "," as Envoy's map has them (so two
+// Bearer tokens make one malformed token, which is denied).
+func requestHeaders(r *authv3.AttributeContext_HttpRequest) map[string]string {
+	out := map[string]string{}
+	if m := r.GetHeaders(); len(m) > 0 {
+		for k, v := range m {
+			if k = strings.ToLower(k); k == authorizationHeader || k == cookieHeader {
+				out[k] = join(k, out[k], v)
+			}
+		}
+		return out
+	}
+	for _, hv := range r.GetHeaderMap().GetHeaders() {
+		k := strings.ToLower(hv.GetKey())
+		if k != authorizationHeader && k != cookieHeader {
+			continue
+		}
+		v := hv.GetValue()
+		if len(hv.GetRawValue()) > 0 {
+			v = string(hv.GetRawValue())
+		}
+		out[k] = join(k, out[k], v)
+	}
+	return out
+}
+
+func join(name, have, v string) string {
+	switch {
+	case have == "":
+		return v
+	case name == cookieHeader:
+		return have + "; " + v
+	default:
+		return have + "," + v
+	}
+}
+
+// credentialSource is where a request's session token came from.
+type credentialSource int
+
+const (
+	noCredential credentialSource = iota
+	fromAuthorization
+	fromCookie
+)
+
+func (s credentialSource) String() string {
+	switch s {
+	case fromAuthorization:
+		return "authorization"
+	case fromCookie:
+		return "cookie"
+	default:
+		return "none"
+	}
+}
+
+type credential struct {
+	token  string
+	source credentialSource
+}
+
+// findCredential picks a request's session token from its Authorization and
+// Cookie header values: an "Authorization: Bearer" token wins; else the first
+// cookie called cookieName, if it is not empty. It does not check the token's
+// form: validation does, without a Redis call for a malformed one.
+func findCredential(authorization, cookie, cookieName string) credential {
+	if tok, ok := bearerToken(authorization); ok {
+		return credential{token: tok, source: fromAuthorization}
+	}
+	if tok, ok := cookieValue(cookie, cookieName); ok && tok != "" {
+		return credential{token: tok, source: fromCookie}
+	}
+	return credential{}
+}
+
+// bearerToken returns the token of an Authorization header value in the
+// Bearer scheme (RFC 6750 section 2.1; the scheme is case-insensitive), and
+// false for any other scheme or an empty token.
+func bearerToken(v string) (string, bool) {
+	scheme, rest, ok := strings.Cut(strings.TrimLeft(v, " \t"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok := strings.Trim(rest, " \t")
+	return tok, tok != ""
+}
+
+// cookieValue returns the value of the first cookie called name in a Cookie
+// header value ("a=1; b=2", RFC 6265 section 4.2.1), without the double
+// quotes a value may be wrapped in. Names are case-sensitive.
+func cookieValue(header, name string) (string, bool) {
+	for pair := range strings.SplitSeq(header, ";") {
+		k, v, ok := strings.Cut(strings.Trim(pair, " \t"), "=")
+		if !ok || strings.Trim(k, " \t") != name {
+			continue
+		}
+		v = strings.Trim(v, " \t")
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		return v, true
+	}
+	return "", false
+}
+
+// withoutCookie returns a Cookie header value without any cookie called name:
+// the other pairs as they were, in their order, joined by "; ". It returns ""
+// when nothing is left.
+func withoutCookie(header, name string) string {
+	var kept []string
+	for pair := range strings.SplitSeq(header, ";") {
+		pair = strings.Trim(pair, " \t")
+		if pair == "" {
+			continue
+		}
+		if k, _, _ := strings.Cut(pair, "="); strings.Trim(k, " \t") == name {
+			continue
+		}
+		kept = append(kept, pair)
+	}
+	return strings.Join(kept, "; ")
+}
+
+// ValidHeaderName reports whether name can carry a session attribute to the
+// upstream: a lowercase HTTP field name (RFC 9110 token), and not a header
+// that the credential, the gateway or the framing of the request owns.
+func ValidHeaderName(name string) bool {
+	switch name {
+	case "", authorizationHeader, cookieHeader, "proxy-authorization", "host", "content-length", "content-type",
+		"transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade":
+		return false
+	}
+	for i := range len(name) {
+		if c := name[i]; !isTokenChar(c) || ('A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidCookieName reports whether name is a cookie name (RFC 6265 section
+// 4.1.1: an RFC 9110 token).
+func ValidCookieName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := range len(name) {
+		if !isTokenChar(name[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isTokenChar reports whether c is an RFC 9110 tchar.
+func isTokenChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
