@@ -14,6 +14,7 @@ package client
 import (
 	"context"
 	"iter"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
@@ -27,13 +28,89 @@ type Session = sessionauthv1.Session
 
 // Client calls sessiond. It is safe for concurrent use.
 type Client struct {
-	rpc sessionauthv1.SessionAuthorityClient
+	rpc   sessionauthv1.SessionAuthorityClient
+	opts  options
+	cache *cache // nil without WithCache
+
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 }
 
-// New returns a client that calls sessiond over conn.
-func New(conn grpc.ClientConnInterface) *Client {
-	return &Client{rpc: sessionauthv1.NewSessionAuthorityClient(conn)}
+// Option configures a Client.
+type Option func(*options)
+
+type options struct {
+	cacheSize  int
+	cacheTTL   time.Duration
+	logger     *slog.Logger
+	minBackoff time.Duration
+	maxBackoff time.Duration
 }
+
+var defaultOptions = options{
+	logger:     discardLogger,
+	minBackoff: 100 * time.Millisecond,
+	maxBackoff: 5 * time.Second,
+}
+
+// WithCache turns on a cache of validated sessions: at most size sessions,
+// each kept at most ttl and never past its own absolute or idle expiry. It is
+// off by default: every Validate asks sessiond.
+//
+// The cache is safe against revocation: the client keeps a WatchRevocations
+// stream open, evicts a session as soon as sessiond reports it revoked
+// (typically within milliseconds of the RevokeSession call returning, from
+// any sessiond instance on the same Redis), and drops the whole cache and
+// stops using it whenever the stream is down, until it is back. Cached
+// Sessions are shared: do not modify them. Call Close to stop the stream.
+func WithCache(size int, ttl time.Duration) Option {
+	return func(o *options) { o.cacheSize, o.cacheTTL = size, ttl }
+}
+
+// WithLogger sets where the client logs the state of its revocation stream.
+// Default: nowhere.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// WithReconnectBackoff sets the bounds of the jittered exponential backoff
+// between reconnections of the revocation stream. Default 100ms to 5s.
+func WithReconnectBackoff(min, max time.Duration) Option {
+	return func(o *options) { o.minBackoff, o.maxBackoff = min, max }
+}
+
+// New returns a client that calls sessiond over conn. With WithCache it
+// starts a goroutine that keeps the revocation stream open; Close stops it.
+func New(conn grpc.ClientConnInterface, opts ...Option) *Client {
+	c := &Client{rpc: sessionauthv1.NewSessionAuthorityClient(conn), opts: defaultOptions}
+	for _, o := range opts {
+		o(&c.opts)
+	}
+	if c.opts.cacheSize > 0 && c.opts.cacheTTL > 0 {
+		c.cache = newCache(c.opts.cacheSize, c.opts.cacheTTL)
+		ctx, cancel := context.WithCancel(context.Background())
+		c.stopWatch, c.watchDone = cancel, make(chan struct{})
+		go func() {
+			defer close(c.watchDone)
+			c.watchRevocations(ctx)
+		}()
+	}
+	return c
+}
+
+// Close stops the revocation stream of a caching client and empties its
+// cache. It does not close the connection, which the caller owns.
+func (c *Client) Close() error {
+	if c.stopWatch != nil {
+		c.stopWatch()
+		<-c.watchDone
+	}
+	return nil
+}
+
+// CacheLive reports whether the cache is in use: it was enabled with
+// WithCache and the revocation stream is established.
+func (c *Client) CacheLive() bool { return c.cache != nil && c.cache.isLive() }
 
 // RPC returns the generated client, for call options or fields this package
 // does not wrap.
@@ -77,17 +154,32 @@ func (c *Client) Create(ctx context.Context, ns NewSession) (token string, s *Se
 
 // Validate returns the live session the token belongs to. An unknown,
 // malformed, expired or revoked token gives codes.Unauthenticated.
+//
+// With WithCache, a session validated before is answered from the cache
+// while the revocation stream is established; otherwise sessiond is asked.
 func (c *Client) Validate(ctx context.Context, token string) (*Session, error) {
+	if c.cache == nil {
+		resp, err := c.rpc.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: token})
+		return resp.GetSession(), err
+	}
+	if s, ok := c.cache.get(token); ok {
+		return s, nil
+	}
+	start := c.cache.begin()
 	resp, err := c.rpc.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: token})
 	if err != nil {
 		return nil, err
 	}
+	c.cache.add(token, resp.GetSession(), start)
 	return resp.GetSession(), nil
 }
 
 // Revoke ends the session the token belongs to (logout). It reports whether
 // a live session was ended; revoking what is already gone is not an error.
 func (c *Client) Revoke(ctx context.Context, token string) (bool, error) {
+	if c.cache != nil {
+		c.cache.forget(token)
+	}
 	resp, err := c.rpc.RevokeSession(ctx, &sessionauthv1.RevokeSessionRequest{Target: &sessionauthv1.RevokeSessionRequest_Token{Token: token}})
 	return resp.GetRevoked(), err
 }

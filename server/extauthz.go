@@ -7,6 +7,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/sessiond/sessiond/internal/credential"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -107,8 +108,8 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 		ok.HeadersToRemove = append(ok.HeadersToRemove, authorizationHeader)
 	}
 	if cookies := h[cookieHeader]; cookies != "" {
-		if _, found := cookieValue(cookies, a.cfg.CookieName); found {
-			if rest := withoutCookie(cookies, a.cfg.CookieName); rest != "" {
+		if _, found := credential.CookieValue(cookies, a.cfg.CookieName); found {
+			if rest := credential.WithoutCookie(cookies, a.cfg.CookieName); rest != "" {
 				ok.Headers = append(ok.Headers, overwrite(cookieHeader, rest))
 			} else {
 				ok.HeadersToRemove = append(ok.HeadersToRemove, cookieHeader)
@@ -226,7 +227,7 @@ func (s credentialSource) String() string {
 	}
 }
 
-type credential struct {
+type foundCredential struct {
 	token  string
 	source credentialSource
 }
@@ -235,62 +236,14 @@ type credential struct {
 // Cookie header values: an "Authorization: Bearer" token wins; else the first
 // cookie called cookieName, if it is not empty. It does not check the token's
 // form: validation does, without a Redis call for a malformed one.
-func findCredential(authorization, cookie, cookieName string) credential {
-	if tok, ok := bearerToken(authorization); ok {
-		return credential{token: tok, source: fromAuthorization}
+func findCredential(authorization, cookie, cookieName string) foundCredential {
+	if tok, ok := credential.FromAuthorization(authorization, "Bearer"); ok {
+		return foundCredential{token: tok, source: fromAuthorization}
 	}
-	if tok, ok := cookieValue(cookie, cookieName); ok && tok != "" {
-		return credential{token: tok, source: fromCookie}
+	if tok, ok := credential.CookieValue(cookie, cookieName); ok && tok != "" {
+		return foundCredential{token: tok, source: fromCookie}
 	}
-	return credential{}
-}
-
-// bearerToken returns the token of an Authorization header value in the
-// Bearer scheme (RFC 6750 section 2.1; the scheme is case-insensitive), and
-// false for any other scheme or an empty token.
-func bearerToken(v string) (string, bool) {
-	scheme, rest, ok := strings.Cut(strings.TrimLeft(v, " \t"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	tok := strings.Trim(rest, " \t")
-	return tok, tok != ""
-}
-
-// cookieValue returns the value of the first cookie called name in a Cookie
-// header value ("a=1; b=2", RFC 6265 section 4.2.1), without the double
-// quotes a value may be wrapped in. Names are case-sensitive.
-func cookieValue(header, name string) (string, bool) {
-	for pair := range strings.SplitSeq(header, ";") {
-		k, v, ok := strings.Cut(strings.Trim(pair, " \t"), "=")
-		if !ok || strings.Trim(k, " \t") != name {
-			continue
-		}
-		v = strings.Trim(v, " \t")
-		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-			v = v[1 : len(v)-1]
-		}
-		return v, true
-	}
-	return "", false
-}
-
-// withoutCookie returns a Cookie header value without any cookie called name:
-// the other pairs as they were, in their order, joined by "; ". It returns ""
-// when nothing is left.
-func withoutCookie(header, name string) string {
-	var kept []string
-	for pair := range strings.SplitSeq(header, ";") {
-		pair = strings.Trim(pair, " \t")
-		if pair == "" {
-			continue
-		}
-		if k, _, _ := strings.Cut(pair, "="); strings.Trim(k, " \t") == name {
-			continue
-		}
-		kept = append(kept, pair)
-	}
-	return strings.Join(kept, "; ")
+	return foundCredential{}
 }
 
 // ValidHeaderName reports whether name can carry a session attribute to the
@@ -303,28 +256,9 @@ func ValidHeaderName(name string) bool {
 		return false
 	}
 	for i := range len(name) {
-		if c := name[i]; !isTokenChar(c) || ('A' <= c && c <= 'Z') {
+		if c := name[i]; !credential.IsTokenChar(c) || ('A' <= c && c <= 'Z') {
 			return false
 		}
 	}
 	return true
-}
-
-// ValidCookieName reports whether name is a cookie name (RFC 6265 section
-// 4.1.1: an RFC 9110 token).
-func ValidCookieName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := range len(name) {
-		if !isTokenChar(name[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// isTokenChar reports whether c is an RFC 9110 tchar.
-func isTokenChar(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }

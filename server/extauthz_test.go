@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/credential"
 	"github.com/sessiond/sessiond/internal/testutil"
 	"github.com/sessiond/sessiond/server/store"
 )
@@ -343,24 +344,24 @@ func TestFindCredential(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		authorization, cookie string
-		want                  credential
+		want                  foundCredential
 	}{
-		{"", "", credential{}},
-		{"Bearer abc", "", credential{"abc", fromAuthorization}},
-		{"bEaReR   abc \t", "", credential{"abc", fromAuthorization}},
-		{"  Bearer abc", "", credential{"abc", fromAuthorization}},
-		{"Bearer", "", credential{}},
-		{"Bearer ", "session=xyz", credential{"xyz", fromCookie}},
-		{"Bearerabc", "", credential{}},
-		{"Basic abc", "session=xyz", credential{"xyz", fromCookie}},
-		{"Bearer abc", "session=xyz", credential{"abc", fromAuthorization}},
-		{"", "a=1;session=xyz;b=2", credential{"xyz", fromCookie}},
-		{"", ` session = "xyz" `, credential{"xyz", fromCookie}},
-		{"", "session=first; session=second", credential{"first", fromCookie}},
-		{"", "Session=xyz", credential{}},
-		{"", "xsession=xyz; session", credential{}},
-		{"", "session=", credential{}},
-		{"", "session=a=b", credential{"a=b", fromCookie}},
+		{"", "", foundCredential{}},
+		{"Bearer abc", "", foundCredential{"abc", fromAuthorization}},
+		{"bEaReR   abc \t", "", foundCredential{"abc", fromAuthorization}},
+		{"  Bearer abc", "", foundCredential{"abc", fromAuthorization}},
+		{"Bearer", "", foundCredential{}},
+		{"Bearer ", "session=xyz", foundCredential{"xyz", fromCookie}},
+		{"Bearerabc", "", foundCredential{}},
+		{"Basic abc", "session=xyz", foundCredential{"xyz", fromCookie}},
+		{"Bearer abc", "session=xyz", foundCredential{"abc", fromAuthorization}},
+		{"", "a=1;session=xyz;b=2", foundCredential{"xyz", fromCookie}},
+		{"", ` session = "xyz" `, foundCredential{"xyz", fromCookie}},
+		{"", "session=first; session=second", foundCredential{"first", fromCookie}},
+		{"", "Session=xyz", foundCredential{}},
+		{"", "xsession=xyz; session", foundCredential{}},
+		{"", "session=", foundCredential{}},
+		{"", "session=a=b", foundCredential{"a=b", fromCookie}},
 	} {
 		if got := findCredential(tc.authorization, tc.cookie, "session"); got != tc.want {
 			t.Errorf("findCredential(%q, %q) = %+v, want %+v", tc.authorization, tc.cookie, got, tc.want)
@@ -379,8 +380,8 @@ func TestWithoutCookie(t *testing.T) {
 		"sessionx=1; xsession=2; Session=3": "sessionx=1; xsession=2; Session=3",
 		"session; a=1":                      "a=1",
 	} {
-		if got := withoutCookie(in, "session"); got != want {
-			t.Errorf("withoutCookie(%q) = %q, want %q", in, got, want)
+		if got := credential.WithoutCookie(in, "session"); got != want {
+			t.Errorf("credential.WithoutCookie(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -400,7 +401,7 @@ func TestValidNames(t *testing.T) {
 		"session": true, "__Host-sid": true, "SID": true,
 		"": false, "a b": false, "a=b": false, "a;b": false, `"q"`: false, "a,b": false,
 	} {
-		if got := ValidCookieName(name); got != want {
+		if got := credential.ValidCookieName(name); got != want {
 			t.Errorf("ValidCookieName(%q) = %v, want %v", name, got, want)
 		}
 	}
@@ -419,15 +420,15 @@ func FuzzExtAuthzToken(f *testing.F) {
 		c := findCredential(authorization, cookie, name)
 		switch c.source {
 		case fromAuthorization:
-			tok, ok := bearerToken(authorization)
+			tok, ok := credential.FromAuthorization(authorization, "Bearer")
 			if !ok || tok != c.token || c.token == "" || strings.Trim(c.token, " \t") != c.token {
 				t.Fatalf("bearer token %q from %q", c.token, authorization)
 			}
 		case fromCookie:
-			if _, ok := bearerToken(authorization); ok {
+			if _, ok := credential.FromAuthorization(authorization, "Bearer"); ok {
 				t.Fatalf("the cookie won over the Bearer header %q", authorization)
 			}
-			if v, ok := cookieValue(cookie, name); !ok || v != c.token || c.token == "" || strings.Contains(c.token, ";") {
+			if v, ok := credential.CookieValue(cookie, name); !ok || v != c.token || c.token == "" || strings.Contains(c.token, ";") {
 				t.Fatalf("cookie token %q from %q", c.token, cookie)
 			}
 		default:
@@ -435,18 +436,18 @@ func FuzzExtAuthzToken(f *testing.F) {
 				t.Fatalf("a token %q without a source", c.token)
 			}
 		}
-		rest := withoutCookie(cookie, name)
-		if _, found := cookieValue(rest, name); found {
-			t.Fatalf("withoutCookie(%q) = %q still has the cookie", cookie, rest)
+		rest := credential.WithoutCookie(cookie, name)
+		if _, found := credential.CookieValue(rest, name); found {
+			t.Fatalf("credential.WithoutCookie(%q) = %q still has the cookie", cookie, rest)
 		}
-		if again := withoutCookie(rest, name); again != rest {
+		if again := credential.WithoutCookie(rest, name); again != rest {
 			t.Fatalf("withoutCookie is not idempotent: %q, then %q", rest, again)
 		}
 		if len(rest) > len(cookie)+2*strings.Count(cookie, ";") {
-			t.Fatalf("withoutCookie(%q) = %q grew", cookie, rest)
+			t.Fatalf("credential.WithoutCookie(%q) = %q grew", cookie, rest)
 		}
 		if slices.Contains(strings.Split(rest, "; "), "") && rest != "" {
-			t.Fatalf("withoutCookie(%q) = %q has an empty pair", cookie, rest)
+			t.Fatalf("credential.WithoutCookie(%q) = %q has an empty pair", cookie, rest)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sessiond/sessiond/internal/credential"
 	"github.com/sessiond/sessiond/server"
 )
 
@@ -137,7 +138,7 @@ func (c *config) check() error {
 	if c.logFormat != "text" && c.logFormat != "json" {
 		bad("--log-format %q: want text or json", c.logFormat)
 	}
-	if !server.ValidCookieName(c.authz.CookieName) {
+	if !credential.ValidCookieName(c.authz.CookieName) {
 		bad("--authz-cookie-name %q: want a cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.authz.CookieName)
 	}
 	for _, h := range []struct{ flag, name string }{
