@@ -9,6 +9,7 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -40,16 +41,50 @@ type Server struct {
 // Binary returns the redis-server to run: $REDIS_SERVER_BIN or the one on PATH.
 func Binary(tb testing.TB) string {
 	tb.Helper()
+	bin, err := binary()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bin
+}
+
+func binary() (string, error) {
 	if bin := os.Getenv("REDIS_SERVER_BIN"); bin != "" {
-		return bin
+		return bin, nil
 	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
-		tb.Fatalf("redis-server is not installed: the tests run against a real Redis they start themselves.\n" +
+		return "", errors.New("redis-server is not installed: the tests run against a real Redis they start themselves.\n" +
 			"Install it (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis)\n" +
 			"or point REDIS_SERVER_BIN at a redis-server binary.")
 	}
-	return bin
+	return bin, nil
+}
+
+// Launch starts a redis-server like Start, for a TestMain (where there is no
+// testing.TB): the caller must Stop it. Restart is not available on it.
+func Launch(args ...string) (*Server, error) {
+	bin, err := binary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "redistest-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, dir: dir, args: args}
+	for range 5 {
+		l, lerr := net.Listen("tcp", "127.0.0.1:0")
+		if lerr != nil {
+			return nil, lerr
+		}
+		s.port = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if err = s.start(); err == nil {
+			return s, nil
+		}
+	}
+	return nil, err
 }
 
 // Start starts a redis-server with no persistence on a free loopback port and
@@ -154,6 +189,9 @@ func (s *Server) signal(sig syscall.Signal) {
 	case <-time.After(5 * time.Second):
 		_ = cmd.Process.Kill()
 		<-exited
+	}
+	if s.tb == nil { // launched: nobody else cleans its directory
+		_ = os.RemoveAll(s.dir)
 	}
 }
 
