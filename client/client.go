@@ -221,3 +221,32 @@ func (c *Client) UserSessions(ctx context.Context, userID string, pageSize int) 
 		}
 	}
 }
+
+// RevocationEvent reports sessions revoked together (see WatchRevocations in
+// the proto).
+type RevocationEvent = sessionauthv1.RevocationEvent
+
+// Revocations streams every revocation made through any sessiond on the same
+// Redis from the moment the stream is established, until ctx ends or the
+// stream breaks (it then yields the error: events may have been missed). A
+// client built WithCache already does this for its cache; use it to keep
+// your own derived state in step.
+func (c *Client) Revocations(ctx context.Context) iter.Seq2[*RevocationEvent, error] {
+	return func(yield func(*RevocationEvent, error) bool) {
+		stream, err := c.rpc.WatchRevocations(ctx, &sessionauthv1.WatchRevocationsRequest{})
+		if err != nil {
+			yield(nil, err)
+			return
+		}
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if !yield(ev, nil) {
+				return
+			}
+		}
+	}
+}

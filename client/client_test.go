@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sessiond/sessiond/client"
+	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/server"
 	"github.com/sessiond/sessiond/server/store"
@@ -105,6 +106,46 @@ func TestClient(t *testing.T) {
 	}
 	if _, err := c.Validate(ctx, tokens[4]); err != nil {
 		t.Fatalf("the kept session: %v", err)
+	}
+	// A watcher sees revocations made after its stream is established: keep
+	// revoking fresh sessions until one is reported.
+	events := make(chan *client.RevocationEvent, 100)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		for ev, err := range c.Revocations(watchCtx) {
+			if err != nil {
+				return
+			}
+			events <- ev
+		}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for seen := false; !seen; {
+		_, s, err := c.Create(ctx, client.NewSession{UserID: "u2"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := c.RevokeByID(ctx, s.GetSessionId()); !ok || err != nil {
+			t.Fatalf("RevokeByID = %v, %v", ok, err)
+		}
+		timeout := time.After(50 * time.Millisecond)
+	drain:
+		for {
+			select {
+			case ev := <-events:
+				if ev.GetUserId() == "u2" && len(ev.GetSessionIds()) == 1 && ev.GetSessionIds()[0] == s.GetSessionId() &&
+					ev.GetReason() == sessionauthv1.RevocationEvent_REASON_REVOKED {
+					seen = true
+					break drain
+				}
+			case <-timeout:
+				break drain
+			}
+		}
+		if !seen && time.Now().After(deadline) {
+			t.Fatal("no revocation event reached the watcher within 5s")
+		}
 	}
 	if _, _, err := c.Create(ctx, client.NewSession{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("Create without user: %v", err)
