@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/internal/sessiondtest"
 )
 
 // countingConn dials addr with an interceptor that counts ValidateSession calls.
@@ -58,8 +59,8 @@ func call(ctx context.Context, icpt grpc.UnaryServerInterceptor, method string, 
 
 func TestUnaryServerInterceptor(t *testing.T) {
 	t.Parallel()
-	sd := startSessiond(t)
-	c := client.New(sd.conn)
+	sd := sessiondtest.Start(t)
+	c := client.New(sd.Conn)
 	ctx := ctxT(t)
 	token, s, err := c.Create(ctx, client.NewSession{UserID: "alice"})
 	if err != nil {
@@ -94,7 +95,7 @@ func TestUnaryServerInterceptor(t *testing.T) {
 	}
 
 	// Fail closed: sessiond gone means Unavailable, never the handler.
-	sd.stop()
+	sd.Stop()
 	if _, called, err := call(ctx, icpt, "/app.v1.App/Get", metadata.Pairs("authorization", "Bearer "+token)); called || status.Code(err) != codes.Unavailable {
 		t.Fatalf("sessiond down: called %v, err %v; want Unavailable", called, err)
 	}
@@ -102,8 +103,8 @@ func TestUnaryServerInterceptor(t *testing.T) {
 
 func TestClientInterceptorForwardsToken(t *testing.T) {
 	t.Parallel()
-	sd := startSessiond(t)
-	c := client.New(sd.conn)
+	sd := sessiondtest.Start(t)
+	c := client.New(sd.Conn)
 	ctx := ctxT(t)
 	token, _, err := c.Create(ctx, client.NewSession{UserID: "bob"})
 	if err != nil {
@@ -140,8 +141,8 @@ func TestClientInterceptorForwardsToken(t *testing.T) {
 
 func TestHTTPMiddleware(t *testing.T) {
 	t.Parallel()
-	sd := startSessiond(t)
-	c := client.New(sd.conn)
+	sd := sessiondtest.Start(t)
+	c := client.New(sd.Conn)
 	ctx := ctxT(t)
 	token, s, err := c.Create(ctx, client.NewSession{UserID: "carol"})
 	if err != nil {
@@ -186,7 +187,7 @@ func TestHTTPMiddleware(t *testing.T) {
 	if w := do(func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }); w.Code != http.StatusUnauthorized {
 		t.Fatalf("revoked %s: %d", s.GetSessionId(), w.Code)
 	}
-	sd.stop()
+	sd.Stop()
 	if w := do(func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }); w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
 		t.Fatalf("sessiond down: %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
 	}
@@ -196,11 +197,11 @@ func TestHTTPMiddleware(t *testing.T) {
 // stream turns the cache off so nothing is answered from it.
 func TestCache(t *testing.T) {
 	t.Parallel()
-	sd := startSessiond(t)
-	conn, calls := countingConn(t, sd.addr)
+	sd := sessiondtest.Start(t)
+	conn, calls := countingConn(t, sd.Addr)
 	cached := client.New(conn, client.WithCache(100, time.Minute), client.WithReconnectBackoff(10*time.Millisecond, 50*time.Millisecond))
 	t.Cleanup(func() { _ = cached.Close() })
-	plain := client.New(sd.conn)
+	plain := client.New(sd.Conn)
 	ctx := ctxT(t)
 	waitFor(t, "the cache to go live", cached.CacheLive)
 
@@ -234,7 +235,7 @@ func TestCache(t *testing.T) {
 	if _, err := cached.Validate(ctx, token2); err != nil {
 		t.Fatal(err)
 	}
-	sd.stop()
+	sd.Stop()
 	waitFor(t, "the cache to go off", func() bool { return !cached.CacheLive() })
 	if _, err := cached.Validate(ctx, token2); status.Code(err) != codes.Unavailable {
 		t.Fatalf("with sessiond down a cached token gave %v, want Unavailable", err)

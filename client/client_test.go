@@ -2,67 +2,20 @@ package client_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/status"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/sessiond/sessiond/client"
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
-	"github.com/sessiond/sessiond/internal/redistest"
-	"github.com/sessiond/sessiond/server"
-	"github.com/sessiond/sessiond/server/store"
+	"github.com/sessiond/sessiond/internal/sessiondtest"
 )
-
-// sessiond is an in-process sessiond on a real redis-server.
-type sessiond struct {
-	addr string
-	conn *grpc.ClientConn // a plain connection to it
-	stop func()           // stops the gRPC server (idempotent)
-}
-
-// startSessiond runs the service on a real redis-server, with the revocation
-// stream, until the test ends.
-func startSessiond(t *testing.T) *sessiond {
-	t.Helper()
-	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
-	t.Cleanup(func() { _ = rdb.Close() })
-	svc := server.New(store.New(rdb, store.Config{}), server.DefaultConfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { svc.RunRevocations(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	gs := server.NewGRPCServer(svc, health.NewServer(), server.GRPCOptions{})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { _ = gs.Serve(lis); close(served) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { gs.Stop(); <-served }) }
-	t.Cleanup(stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return &sessiond{addr: lis.Addr().String(), conn: conn, stop: stop}
-}
 
 func TestClient(t *testing.T) {
 	t.Parallel()
-	c := client.New(startSessiond(t).conn)
+	c := client.New(sessiondtest.Start(t).Conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
