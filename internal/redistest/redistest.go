@@ -33,6 +33,9 @@ type Server struct {
 	port int
 	args []string
 
+	// argv, when set, replaces the default command line (a sentinel's).
+	argv func() []string
+
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been reaped
@@ -92,10 +95,16 @@ func Launch(args ...string) (*Server, error) {
 // (e.g. "--appendonly", "yes").
 func Start(tb testing.TB, args ...string) *Server {
 	tb.Helper()
-	s := &Server{tb: tb, bin: Binary(tb), dir: tb.TempDir(), args: args}
+	return startServer(tb, &Server{tb: tb, bin: Binary(tb), dir: tb.TempDir(), args: args}, func() int { return FreePort(tb) })
+}
+
+// startServer starts s on a port from port, trying a few in case one is
+// taken between the check and the start.
+func startServer(tb testing.TB, s *Server, port func() int) *Server {
+	tb.Helper()
 	var lastErr error
 	for range 5 {
-		s.port = FreePort(tb)
+		s.port = port()
 		if lastErr = s.start(); lastErr == nil {
 			tb.Cleanup(s.Stop)
 			return s
@@ -107,6 +116,12 @@ func Start(tb testing.TB, args ...string) *Server {
 
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// Port is the server's TCP port.
+func (s *Server) Port() int { return s.port }
+
+// Dir is the server's working directory (its log, AOF and config files).
+func (s *Server) Dir() string { return s.dir }
 
 // URL is the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr() }
@@ -120,7 +135,10 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 }
 
 func (s *Server) start() error {
-	args := append([]string{
+	if s.argv != nil {
+		return s.run(s.argv())
+	}
+	return s.run(append([]string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
@@ -128,7 +146,10 @@ func (s *Server) start() error {
 		"--appendonly", "no",
 		"--daemonize", "no",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
-	}, s.args...)
+	}, s.args...))
+}
+
+func (s *Server) run(args []string) error {
 	cmd := exec.Command(s.bin, args...)
 	// The server dies with the test binary, even when that is killed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -1,0 +1,112 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SentinelMaster is the master name the Sentinel group monitors.
+const SentinelMaster = "sessiond-test"
+
+// SentinelGroup is a master, its replica and three sentinels, real processes
+// started by a test, stopped at its end.
+type SentinelGroup struct {
+	tb        testing.TB
+	Master    *Server // the master at start; after a failover, Replica is
+	Replica   *Server
+	Sentinels []*Server
+}
+
+// StartSentinel starts the group with a 1s down-after (so a failover takes
+// a few seconds) and waits until the replica is in sync and every sentinel
+// knows the replica and the two other sentinels.
+func StartSentinel(tb testing.TB, args ...string) *SentinelGroup {
+	tb.Helper()
+	g := &SentinelGroup{tb: tb}
+	nodeArgs := append([]string{"--repl-diskless-sync-delay", "0"}, args...)
+	g.Master = Start(tb, nodeArgs...)
+	g.Replica = Start(tb, append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(g.Master.Port())}, nodeArgs...)...)
+	waitReplicaSynced(tb, g.Replica)
+	for range 3 {
+		s := &Server{tb: tb, bin: Binary(tb), dir: tb.TempDir()}
+		s.argv = func() []string {
+			conf := filepath.Join(s.dir, "sentinel.conf")
+			// Sentinel rewrites its config file: write it anew at every start.
+			m := SentinelMaster
+			body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n", s.port, s.dir, filepath.Join(s.dir, "redis.log")) +
+				fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2\n", m, g.Master.Port()) +
+				fmt.Sprintf("sentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n", m, m, m)
+			if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+				tb.Fatal(err)
+			}
+			return []string{conf, "--sentinel"}
+		}
+		g.Sentinels = append(g.Sentinels, startServer(tb, s, func() int { return FreePort(tb) }))
+	}
+	g.waitDiscovered(30 * time.Second)
+	return g
+}
+
+// Addrs are the sentinels' addresses.
+func (g *SentinelGroup) Addrs() []string {
+	var out []string
+	for _, s := range g.Sentinels {
+		out = append(out, s.Addr())
+	}
+	return out
+}
+
+func (g *SentinelGroup) waitDiscovered(timeout time.Duration) {
+	g.tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		why := ""
+		for _, s := range g.Sentinels {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+			replicas, err1 := sc.Replicas(ctx, SentinelMaster).Result()
+			others, err2 := sc.Sentinels(ctx, SentinelMaster).Result()
+			sc.Close()
+			cancel()
+			if err1 != nil || err2 != nil || len(replicas) != 1 || len(others) != 2 {
+				why = fmt.Sprintf("sentinel %s knows %d replicas, %d other sentinels (%v %v)", s.Addr(), len(replicas), len(others), err1, err2)
+				break
+			}
+		}
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			g.tb.Fatalf("redistest: sentinels not ready after %v: %s", timeout, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitReplicaSynced waits until the replica's link is up and its offset has
+// caught up with its master's.
+func waitReplicaSynced(tb testing.TB, replica *Server) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		rc := replica.nodeClient()
+		info, err := rc.Info(ctx, "replication").Result()
+		rc.Close()
+		cancel()
+		if err == nil && infoField(info, "master_link_status") == "up" && infoField(info, "master_sync_in_progress") == "0" {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: replica %s not in sync after 30s: %v\n%s", replica.Addr(), err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
