@@ -20,6 +20,16 @@ const envPrefix = "SESSIOND_"
 type config struct {
 	listen             string
 	redisURL           string
+	redisCluster       []string
+	redisSentinels     []string
+	redisSentinelName  string
+	redisUsername      string
+	redisPassword      string
+	sentinelPassword   string
+	redisTLS           bool
+	redisTLSCAFile     string
+	redisTLSCertFile   string
+	redisTLSKeyFile    string
 	redisDialTimeout   time.Duration
 	redisTimeout       time.Duration
 	redisPoolSize      int
@@ -51,6 +61,16 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	fs.SetOutput(out)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:50051", "gRPC listen address (host:port)")
 	fs.StringVar(&c.redisURL, "redis-url", "", "Redis URL: redis://[[user]:password@]host:port[/db] or rediss:// for TLS;\nempty runs an embedded in-memory store for development (loses everything on exit)")
+	clusterAddrs := fs.String("redis-cluster-addrs", "", "Redis Cluster seed nodes, host:port,host:port,...")
+	sentinelAddrs := fs.String("redis-sentinel-addrs", "", "Redis Sentinel addresses, host:port,host:port,... (with --redis-sentinel-master)")
+	fs.StringVar(&c.redisSentinelName, "redis-sentinel-master", "", "the master name the sentinels monitor")
+	fs.StringVar(&c.redisUsername, "redis-username", "", "Redis ACL user (all modes; overrides the one in --redis-url)")
+	fs.StringVar(&c.redisPassword, "redis-password", "", "Redis password (all modes; overrides the one in --redis-url); prefer the SESSIOND_REDIS_PASSWORD variable")
+	fs.StringVar(&c.sentinelPassword, "redis-sentinel-password", "", "password of the sentinels themselves, if they require one")
+	fs.BoolVar(&c.redisTLS, "redis-tls", false, "connect to Redis over TLS (all modes; implied by rediss://)")
+	fs.StringVar(&c.redisTLSCAFile, "redis-tls-ca-file", "", "PEM file of the CAs that sign Redis' certificate (default: the system's)")
+	fs.StringVar(&c.redisTLSCertFile, "redis-tls-cert-file", "", "PEM client certificate for Redis (with --redis-tls-key-file), if Redis asks for one")
+	fs.StringVar(&c.redisTLSKeyFile, "redis-tls-key-file", "", "PEM key of --redis-tls-cert-file")
 	fs.DurationVar(&c.redisDialTimeout, "redis-dial-timeout", 2*time.Second, "timeout for connecting to Redis")
 	fs.DurationVar(&c.redisTimeout, "redis-timeout", time.Second, "read and write timeout of one Redis command")
 	fs.IntVar(&c.redisPoolSize, "redis-pool-size", 0, "Redis connections per sessiond process (0: 10 per CPU)")
@@ -96,15 +116,62 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	if envErr != nil {
 		return nil, envErr
 	}
+	c.redisCluster, c.redisSentinels = splitAddrs(*clusterAddrs), splitAddrs(*sentinelAddrs)
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	return c, c.check()
 }
 
+func splitAddrs(s string) []string {
+	var out []string
+	for a := range strings.SplitSeq(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// redisMode names the Redis deployment the flags select.
+func (c *config) redisMode() string {
+	switch {
+	case len(c.redisCluster) > 0:
+		return "cluster"
+	case len(c.redisSentinels) > 0:
+		return "sentinel"
+	case c.redisURL != "":
+		return "single"
+	}
+	return "embedded"
+}
+
 func (c *config) check() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	modes := 0
+	for _, given := range []bool{c.redisURL != "", len(c.redisCluster) > 0, len(c.redisSentinels) > 0} {
+		if given {
+			modes++
+		}
+	}
+	if modes > 1 {
+		bad("give exactly one of --redis-url, --redis-cluster-addrs and --redis-sentinel-addrs (or none, for the embedded development store)")
+	}
+	if (len(c.redisSentinels) > 0) != (c.redisSentinelName != "") {
+		bad("--redis-sentinel-addrs and --redis-sentinel-master go together")
+	}
+	for _, a := range append(append([]string{}, c.redisCluster...), c.redisSentinels...) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			bad("Redis address %q: want host:port", a)
+		}
+	}
+	if modes == 0 && (c.redisUsername != "" || c.redisPassword != "" || c.redisTLS || c.redisTLSCAFile != "" || c.redisTLSCertFile != "") {
+		bad("Redis credentials or TLS settings given without a Redis (--redis-url, --redis-cluster-addrs or --redis-sentinel-addrs)")
+	}
+	if (c.redisTLSCertFile != "") != (c.redisTLSKeyFile != "") {
+		bad("--redis-tls-cert-file and --redis-tls-key-file go together")
+	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		bad("--listen %q: want host:port", c.listen)
 	}

@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	log.Info("sessiond serving", "listen", lis.Addr().String(), "default_ttl", cfg.defaultTTL, "max_ttl", cfg.maxTTL,
+	log.Info("sessiond serving", "listen", lis.Addr().String(), "redis_mode", cfg.redisMode(), "default_ttl", cfg.defaultTTL, "max_ttl", cfg.maxTTL,
 		"idle_timeout", cfg.idleTimeout, "touch_interval", cfg.touchInterval, "max_sessions_per_user", cfg.maxSessionsPerUser,
 		"key_prefix", cfg.keyPrefix, "ext_authz", cfg.extAuthz)
 
