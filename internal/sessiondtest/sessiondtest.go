@@ -45,14 +45,23 @@ type Sessiond struct {
 func Start(t *testing.T) *Sessiond {
 	t.Helper()
 	srv := redistest.Start(t)
-	d := &Sessiond{Redis: srv, RDB: srv.Client(t), Logs: &testutil.SyncBuffer{}, stopped: make(chan struct{})}
-
 	rdb := redis.NewClient(&redis.Options{
 		Addr: srv.Addr(), ContextTimeoutEnabled: true,
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
 	})
 	t.Cleanup(func() { _ = rdb.Close() })
-	st := store.New(rdb, store.Config{MaxSessionsPerUser: 100, TouchInterval: time.Minute})
+	d := StartOn(t, rdb, store.Config{MaxSessionsPerUser: 100, TouchInterval: time.Minute})
+	d.Redis, d.RDB = srv, srv.Client(t)
+	return d
+}
+
+// StartOn starts sessiond in-process on any Redis deployment (a Cluster or
+// Sentinel client, say) with the store configuration cfg. Redis and RDB are
+// left nil: the caller owns rdb.
+func StartOn(t *testing.T, rdb redis.UniversalClient, cfg store.Config) *Sessiond {
+	t.Helper()
+	d := &Sessiond{Logs: &testutil.SyncBuffer{}, stopped: make(chan struct{})}
+	st := store.New(rdb, cfg)
 	log := slog.New(slog.NewTextHandler(d.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := server.New(st, server.DefaultConfig, log)
 	hs := health.NewServer()
