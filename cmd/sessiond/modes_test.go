@@ -89,7 +89,7 @@ func TestRunWithACLUser(t *testing.T) {
 	admin := srv.Client(t)
 	ctx0, cancel0 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel0()
-	for _, cmd := range [][]any{{"ACL", "SETUSER", "sessiond", "on", ">s3cret", "~*", "&*", "+@all"}, {"ACL", "SETUSER", "default", "off"}} {
+	for _, cmd := range [][]any{{"ACL", "SETUSER", "sessiond", "on", ">s3cret", "~sessiond:*", "&sessiond:*", "+@read", "+@write", "+@transaction", "+@pubsub", "+ping", "+info"}, {"ACL", "SETUSER", "default", "off"}} {
 		if err := admin.Do(ctx0, cmd...).Err(); err != nil {
 			t.Fatal(err)
 		}
