@@ -184,6 +184,22 @@ func (c *Client) Revoke(ctx context.Context, token string) (bool, error) {
 	return resp.GetRevoked(), err
 }
 
+// Rotate replaces the session of token by a new one with the same data, a
+// new session id and a new token (on a privilege change: OWASP ASVS 7.2.4),
+// and revokes the old one. Hand the new token to the user agent in place of
+// the old. Of concurrent rotations of one token exactly one succeeds; the
+// others get codes.Unauthenticated.
+func (c *Client) Rotate(ctx context.Context, token string) (newToken string, s *Session, err error) {
+	if c.cache != nil {
+		c.cache.forget(token)
+	}
+	resp, err := c.rpc.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: token})
+	if err != nil {
+		return "", nil, err
+	}
+	return resp.GetToken(), resp.GetSession(), nil
+}
+
 // RevokeByID ends the session with this public id ("sign out that device").
 // The caller must have checked that the session is one it may end.
 func (c *Client) RevokeByID(ctx context.Context, sessionID string) (bool, error) {

@@ -169,6 +169,8 @@ func revocationToProto(r store.Revocation) *sessionauthv1.RevocationEvent {
 		reason = sessionauthv1.RevocationEvent_REASON_USER_REVOKED
 	case store.ReasonEvicted:
 		reason = sessionauthv1.RevocationEvent_REASON_EVICTED
+	case store.ReasonRotated:
+		reason = sessionauthv1.RevocationEvent_REASON_ROTATED
 	}
 	return &sessionauthv1.RevocationEvent{SessionIds: r.SessionIDs, UserId: r.UserID, Reason: reason, RevokedAt: timestamppb.New(r.At)}
 }

@@ -29,6 +29,7 @@ type Store interface {
 	RevokeToken(ctx context.Context, token string) (bool, error)
 	Revoke(ctx context.Context, sessionID string) (bool, error)
 	RevokeUser(ctx context.Context, userID, exceptID string) (int, error)
+	Rotate(ctx context.Context, token string) (*store.Created, error)
 	ListUser(ctx context.Context, userID string, limit int, cursor string) ([]*store.Session, string, error)
 	WatchRevocations(ctx context.Context, ready func(), onEvent func(store.Revocation)) error
 	Ping(ctx context.Context) error
@@ -137,6 +138,25 @@ func (s *Server) validate(ctx context.Context, token string) (*store.Session, er
 		}
 	}
 	return sess, nil
+}
+
+// RotateSession implements SessionAuthority.RotateSession.
+func (s *Server) RotateSession(ctx context.Context, req *sessionauthv1.RotateSessionRequest) (*sessionauthv1.RotateSessionResponse, error) {
+	var v invalid
+	if tok := req.GetToken(); tok == "" {
+		v.add("token", "is required")
+	} else if len(tok) > maxTokenBytes {
+		v.add("token", "is %d bytes; the limit is %d", len(tok), maxTokenBytes)
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	rotated, err := s.store.Rotate(ctx, req.GetToken())
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	s.log.DebugContext(ctx, "session rotated", sessionAttrs(rotated.Session.ID, rotated.Session.UserID)...)
+	return &sessionauthv1.RotateSessionResponse{Token: rotated.Token, Session: toProto(rotated.Session)}, nil
 }
 
 // RevokeSession implements SessionAuthority.RevokeSession.

@@ -58,6 +58,8 @@ const (
 	RevocationEvent_REASON_USER_REVOKED RevocationEvent_Reason = 3
 	// CreateSession went over the per-user cap and revoked the oldest.
 	RevocationEvent_REASON_EVICTED RevocationEvent_Reason = 4
+	// RotateSession replaced the session by a new one.
+	RevocationEvent_REASON_ROTATED RevocationEvent_Reason = 5
 )
 
 // Enum value maps for RevocationEvent_Reason.
@@ -68,6 +70,7 @@ var (
 		2: "REASON_REVOKED",
 		3: "REASON_USER_REVOKED",
 		4: "REASON_EVICTED",
+		5: "REASON_ROTATED",
 	}
 	RevocationEvent_Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":  0,
@@ -75,6 +78,7 @@ var (
 		"REASON_REVOKED":      2,
 		"REASON_USER_REVOKED": 3,
 		"REASON_EVICTED":      4,
+		"REASON_ROTATED":      5,
 	}
 )
 
@@ -102,7 +106,109 @@ func (x RevocationEvent_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RevocationEvent_Reason.Descriptor instead.
 func (RevocationEvent_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{1, 0}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{3, 0}
+}
+
+// RotateSessionRequest names the session to rotate.
+type RotateSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The session's current token. At most 1024 bytes.
+	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSessionRequest) Reset() {
+	*x = RotateSessionRequest{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSessionRequest) ProtoMessage() {}
+
+func (x *RotateSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSessionRequest.ProtoReflect.Descriptor instead.
+func (*RotateSessionRequest) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RotateSessionRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// RotateSessionResponse carries the new token and session.
+type RotateSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new bearer credential; the old one no longer validates. Returned
+	// here and never again.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// The new session (a new session_id, the same data).
+	Session       *Session `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSessionResponse) Reset() {
+	*x = RotateSessionResponse{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSessionResponse) ProtoMessage() {}
+
+func (x *RotateSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSessionResponse.ProtoReflect.Descriptor instead.
+func (*RotateSessionResponse) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RotateSessionResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *RotateSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
 }
 
 // WatchRevocationsRequest opens a revocation stream. It has no fields yet.
@@ -114,7 +220,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[0]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -126,7 +232,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[0]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -139,7 +245,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{0}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{2}
 }
 
 // RevocationEvent reports sessions that were revoked together, by one call.
@@ -160,7 +266,7 @@ type RevocationEvent struct {
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[1]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -172,7 +278,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[1]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -185,7 +291,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{1}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RevocationEvent) GetSessionIds() []string {
@@ -255,7 +361,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[2]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +373,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[2]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +386,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{2}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Session) GetSessionId() string {
@@ -392,7 +498,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[3]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +510,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[3]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +523,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{3}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateSessionRequest) GetUserId() string {
@@ -485,7 +591,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[4]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +603,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[4]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +616,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{4}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateSessionResponse) GetToken() string {
@@ -541,7 +647,7 @@ type ValidateSessionRequest struct {
 
 func (x *ValidateSessionRequest) Reset() {
 	*x = ValidateSessionRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[5]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -553,7 +659,7 @@ func (x *ValidateSessionRequest) String() string {
 func (*ValidateSessionRequest) ProtoMessage() {}
 
 func (x *ValidateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[5]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -566,7 +672,7 @@ func (x *ValidateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateSessionRequest.ProtoReflect.Descriptor instead.
 func (*ValidateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{5}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ValidateSessionRequest) GetToken() string {
@@ -588,7 +694,7 @@ type ValidateSessionResponse struct {
 
 func (x *ValidateSessionResponse) Reset() {
 	*x = ValidateSessionResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[6]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +706,7 @@ func (x *ValidateSessionResponse) String() string {
 func (*ValidateSessionResponse) ProtoMessage() {}
 
 func (x *ValidateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[6]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +719,7 @@ func (x *ValidateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValidateSessionResponse.ProtoReflect.Descriptor instead.
 func (*ValidateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{6}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ValidateSessionResponse) GetSession() *Session {
@@ -639,7 +745,7 @@ type RevokeSessionRequest struct {
 
 func (x *RevokeSessionRequest) Reset() {
 	*x = RevokeSessionRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[7]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +757,7 @@ func (x *RevokeSessionRequest) String() string {
 func (*RevokeSessionRequest) ProtoMessage() {}
 
 func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[7]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +770,7 @@ func (x *RevokeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{7}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RevokeSessionRequest) GetTarget() isRevokeSessionRequest_Target {
@@ -725,7 +831,7 @@ type RevokeSessionResponse struct {
 
 func (x *RevokeSessionResponse) Reset() {
 	*x = RevokeSessionResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[8]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +843,7 @@ func (x *RevokeSessionResponse) String() string {
 func (*RevokeSessionResponse) ProtoMessage() {}
 
 func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[8]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +856,7 @@ func (x *RevokeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSessionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{8}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RevokeSessionResponse) GetRevoked() bool {
@@ -777,7 +883,7 @@ type ListUserSessionsRequest struct {
 
 func (x *ListUserSessionsRequest) Reset() {
 	*x = ListUserSessionsRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[9]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +895,7 @@ func (x *ListUserSessionsRequest) String() string {
 func (*ListUserSessionsRequest) ProtoMessage() {}
 
 func (x *ListUserSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[9]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +908,7 @@ func (x *ListUserSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListUserSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{9}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListUserSessionsRequest) GetUserId() string {
@@ -841,7 +947,7 @@ type ListUserSessionsResponse struct {
 
 func (x *ListUserSessionsResponse) Reset() {
 	*x = ListUserSessionsResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[10]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +959,7 @@ func (x *ListUserSessionsResponse) String() string {
 func (*ListUserSessionsResponse) ProtoMessage() {}
 
 func (x *ListUserSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[10]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +972,7 @@ func (x *ListUserSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListUserSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{10}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListUserSessionsResponse) GetSessions() []*Session {
@@ -898,7 +1004,7 @@ type RevokeUserSessionsRequest struct {
 
 func (x *RevokeUserSessionsRequest) Reset() {
 	*x = RevokeUserSessionsRequest{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[11]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1016,7 @@ func (x *RevokeUserSessionsRequest) String() string {
 func (*RevokeUserSessionsRequest) ProtoMessage() {}
 
 func (x *RevokeUserSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[11]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1029,7 @@ func (x *RevokeUserSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserSessionsRequest.ProtoReflect.Descriptor instead.
 func (*RevokeUserSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{11}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeUserSessionsRequest) GetUserId() string {
@@ -951,7 +1057,7 @@ type RevokeUserSessionsResponse struct {
 
 func (x *RevokeUserSessionsResponse) Reset() {
 	*x = RevokeUserSessionsResponse{}
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[12]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1069,7 @@ func (x *RevokeUserSessionsResponse) String() string {
 func (*RevokeUserSessionsResponse) ProtoMessage() {}
 
 func (x *RevokeUserSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[12]
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1082,7 @@ func (x *RevokeUserSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeUserSessionsResponse.ProtoReflect.Descriptor instead.
 func (*RevokeUserSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{12}
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeUserSessionsResponse) GetRevokedCount() int32 {
@@ -990,21 +1096,27 @@ var File_sessionauth_v1_session_authority_proto protoreflect.FileDescriptor
 
 const file_sessionauth_v1_session_authority_proto_rawDesc = "" +
 	"\n" +
-	"&sessionauth/v1/session_authority.proto\x12\x0esessionauth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n" +
-	"\x17WatchRevocationsRequest\"\xbc\x02\n" +
+	"&sessionauth/v1/session_authority.proto\x12\x0esessionauth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\",\n" +
+	"\x14RotateSessionRequest\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"`\n" +
+	"\x15RotateSessionResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x121\n" +
+	"\asession\x18\x02 \x01(\v2\x17.sessionauth.v1.SessionR\asession\"\x19\n" +
+	"\x17WatchRevocationsRequest\"\xd1\x02\n" +
 	"\x0fRevocationEvent\x12\x1f\n" +
 	"\vsession_ids\x18\x01 \x03(\tR\n" +
 	"sessionIds\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12>\n" +
 	"\x06reason\x18\x03 \x01(\x0e2&.sessionauth.v1.RevocationEvent.ReasonR\x06reason\x129\n" +
 	"\n" +
-	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"t\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x88\x01\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rREASON_LOGOUT\x10\x01\x12\x12\n" +
 	"\x0eREASON_REVOKED\x10\x02\x12\x17\n" +
 	"\x13REASON_USER_REVOKED\x10\x03\x12\x12\n" +
-	"\x0eREASON_EVICTED\x10\x04\"\x93\x04\n" +
+	"\x0eREASON_EVICTED\x10\x04\x12\x12\n" +
+	"\x0eREASON_ROTATED\x10\x05\"\x93\x04\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -1067,13 +1179,14 @@ const file_sessionauth_v1_session_authority_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12*\n" +
 	"\x11except_session_id\x18\x02 \x01(\tR\x0fexceptSessionId\"A\n" +
 	"\x1aRevokeUserSessionsResponse\x12#\n" +
-	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount2\xe6\x04\n" +
+	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount2\xc4\x05\n" +
 	"\x10SessionAuthority\x12\\\n" +
 	"\rCreateSession\x12$.sessionauth.v1.CreateSessionRequest\x1a%.sessionauth.v1.CreateSessionResponse\x12b\n" +
 	"\x0fValidateSession\x12&.sessionauth.v1.ValidateSessionRequest\x1a'.sessionauth.v1.ValidateSessionResponse\x12\\\n" +
 	"\rRevokeSession\x12$.sessionauth.v1.RevokeSessionRequest\x1a%.sessionauth.v1.RevokeSessionResponse\x12e\n" +
 	"\x10ListUserSessions\x12'.sessionauth.v1.ListUserSessionsRequest\x1a(.sessionauth.v1.ListUserSessionsResponse\x12k\n" +
-	"\x12RevokeUserSessions\x12).sessionauth.v1.RevokeUserSessionsRequest\x1a*.sessionauth.v1.RevokeUserSessionsResponse\x12^\n" +
+	"\x12RevokeUserSessions\x12).sessionauth.v1.RevokeUserSessionsRequest\x1a*.sessionauth.v1.RevokeUserSessionsResponse\x12\\\n" +
+	"\rRotateSession\x12$.sessionauth.v1.RotateSessionRequest\x1a%.sessionauth.v1.RotateSessionResponse\x12^\n" +
 	"\x10WatchRevocations\x12'.sessionauth.v1.WatchRevocationsRequest\x1a\x1f.sessionauth.v1.RevocationEvent0\x01B\xc3\x01\n" +
 	"\x12com.sessionauth.v1B\x15SessionAuthorityProtoP\x01Z=github.com/sessiond/sessiond/gen/sessionauth/v1;sessionauthv1\xa2\x02\x03SXX\xaa\x02\x0eSessionauth.V1\xca\x02\x0eSessionauth\\V1\xe2\x02\x1aSessionauth\\V1\\GPBMetadata\xea\x02\x0fSessionauth::V1b\x06proto3"
 
@@ -1090,58 +1203,63 @@ func file_sessionauth_v1_session_authority_proto_rawDescGZIP() []byte {
 }
 
 var file_sessionauth_v1_session_authority_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sessionauth_v1_session_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_sessionauth_v1_session_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_sessionauth_v1_session_authority_proto_goTypes = []any{
 	(RevocationEvent_Reason)(0),        // 0: sessionauth.v1.RevocationEvent.Reason
-	(*WatchRevocationsRequest)(nil),    // 1: sessionauth.v1.WatchRevocationsRequest
-	(*RevocationEvent)(nil),            // 2: sessionauth.v1.RevocationEvent
-	(*Session)(nil),                    // 3: sessionauth.v1.Session
-	(*CreateSessionRequest)(nil),       // 4: sessionauth.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),      // 5: sessionauth.v1.CreateSessionResponse
-	(*ValidateSessionRequest)(nil),     // 6: sessionauth.v1.ValidateSessionRequest
-	(*ValidateSessionResponse)(nil),    // 7: sessionauth.v1.ValidateSessionResponse
-	(*RevokeSessionRequest)(nil),       // 8: sessionauth.v1.RevokeSessionRequest
-	(*RevokeSessionResponse)(nil),      // 9: sessionauth.v1.RevokeSessionResponse
-	(*ListUserSessionsRequest)(nil),    // 10: sessionauth.v1.ListUserSessionsRequest
-	(*ListUserSessionsResponse)(nil),   // 11: sessionauth.v1.ListUserSessionsResponse
-	(*RevokeUserSessionsRequest)(nil),  // 12: sessionauth.v1.RevokeUserSessionsRequest
-	(*RevokeUserSessionsResponse)(nil), // 13: sessionauth.v1.RevokeUserSessionsResponse
-	nil,                                // 14: sessionauth.v1.Session.AttributesEntry
-	nil,                                // 15: sessionauth.v1.CreateSessionRequest.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 17: google.protobuf.Duration
+	(*RotateSessionRequest)(nil),       // 1: sessionauth.v1.RotateSessionRequest
+	(*RotateSessionResponse)(nil),      // 2: sessionauth.v1.RotateSessionResponse
+	(*WatchRevocationsRequest)(nil),    // 3: sessionauth.v1.WatchRevocationsRequest
+	(*RevocationEvent)(nil),            // 4: sessionauth.v1.RevocationEvent
+	(*Session)(nil),                    // 5: sessionauth.v1.Session
+	(*CreateSessionRequest)(nil),       // 6: sessionauth.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),      // 7: sessionauth.v1.CreateSessionResponse
+	(*ValidateSessionRequest)(nil),     // 8: sessionauth.v1.ValidateSessionRequest
+	(*ValidateSessionResponse)(nil),    // 9: sessionauth.v1.ValidateSessionResponse
+	(*RevokeSessionRequest)(nil),       // 10: sessionauth.v1.RevokeSessionRequest
+	(*RevokeSessionResponse)(nil),      // 11: sessionauth.v1.RevokeSessionResponse
+	(*ListUserSessionsRequest)(nil),    // 12: sessionauth.v1.ListUserSessionsRequest
+	(*ListUserSessionsResponse)(nil),   // 13: sessionauth.v1.ListUserSessionsResponse
+	(*RevokeUserSessionsRequest)(nil),  // 14: sessionauth.v1.RevokeUserSessionsRequest
+	(*RevokeUserSessionsResponse)(nil), // 15: sessionauth.v1.RevokeUserSessionsResponse
+	nil,                                // 16: sessionauth.v1.Session.AttributesEntry
+	nil,                                // 17: sessionauth.v1.CreateSessionRequest.AttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 19: google.protobuf.Duration
 }
 var file_sessionauth_v1_session_authority_proto_depIdxs = []int32{
-	0,  // 0: sessionauth.v1.RevocationEvent.reason:type_name -> sessionauth.v1.RevocationEvent.Reason
-	16, // 1: sessionauth.v1.RevocationEvent.revoked_at:type_name -> google.protobuf.Timestamp
-	16, // 2: sessionauth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	16, // 3: sessionauth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 4: sessionauth.v1.Session.idle_expires_at:type_name -> google.protobuf.Timestamp
-	16, // 5: sessionauth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	14, // 6: sessionauth.v1.Session.attributes:type_name -> sessionauth.v1.Session.AttributesEntry
-	15, // 7: sessionauth.v1.CreateSessionRequest.attributes:type_name -> sessionauth.v1.CreateSessionRequest.AttributesEntry
-	17, // 8: sessionauth.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
-	17, // 9: sessionauth.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
-	3,  // 10: sessionauth.v1.CreateSessionResponse.session:type_name -> sessionauth.v1.Session
-	3,  // 11: sessionauth.v1.ValidateSessionResponse.session:type_name -> sessionauth.v1.Session
-	3,  // 12: sessionauth.v1.ListUserSessionsResponse.sessions:type_name -> sessionauth.v1.Session
-	4,  // 13: sessionauth.v1.SessionAuthority.CreateSession:input_type -> sessionauth.v1.CreateSessionRequest
-	6,  // 14: sessionauth.v1.SessionAuthority.ValidateSession:input_type -> sessionauth.v1.ValidateSessionRequest
-	8,  // 15: sessionauth.v1.SessionAuthority.RevokeSession:input_type -> sessionauth.v1.RevokeSessionRequest
-	10, // 16: sessionauth.v1.SessionAuthority.ListUserSessions:input_type -> sessionauth.v1.ListUserSessionsRequest
-	12, // 17: sessionauth.v1.SessionAuthority.RevokeUserSessions:input_type -> sessionauth.v1.RevokeUserSessionsRequest
-	1,  // 18: sessionauth.v1.SessionAuthority.WatchRevocations:input_type -> sessionauth.v1.WatchRevocationsRequest
-	5,  // 19: sessionauth.v1.SessionAuthority.CreateSession:output_type -> sessionauth.v1.CreateSessionResponse
-	7,  // 20: sessionauth.v1.SessionAuthority.ValidateSession:output_type -> sessionauth.v1.ValidateSessionResponse
-	9,  // 21: sessionauth.v1.SessionAuthority.RevokeSession:output_type -> sessionauth.v1.RevokeSessionResponse
-	11, // 22: sessionauth.v1.SessionAuthority.ListUserSessions:output_type -> sessionauth.v1.ListUserSessionsResponse
-	13, // 23: sessionauth.v1.SessionAuthority.RevokeUserSessions:output_type -> sessionauth.v1.RevokeUserSessionsResponse
-	2,  // 24: sessionauth.v1.SessionAuthority.WatchRevocations:output_type -> sessionauth.v1.RevocationEvent
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	5,  // 0: sessionauth.v1.RotateSessionResponse.session:type_name -> sessionauth.v1.Session
+	0,  // 1: sessionauth.v1.RevocationEvent.reason:type_name -> sessionauth.v1.RevocationEvent.Reason
+	18, // 2: sessionauth.v1.RevocationEvent.revoked_at:type_name -> google.protobuf.Timestamp
+	18, // 3: sessionauth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	18, // 4: sessionauth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	18, // 5: sessionauth.v1.Session.idle_expires_at:type_name -> google.protobuf.Timestamp
+	18, // 6: sessionauth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	16, // 7: sessionauth.v1.Session.attributes:type_name -> sessionauth.v1.Session.AttributesEntry
+	17, // 8: sessionauth.v1.CreateSessionRequest.attributes:type_name -> sessionauth.v1.CreateSessionRequest.AttributesEntry
+	19, // 9: sessionauth.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	19, // 10: sessionauth.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
+	5,  // 11: sessionauth.v1.CreateSessionResponse.session:type_name -> sessionauth.v1.Session
+	5,  // 12: sessionauth.v1.ValidateSessionResponse.session:type_name -> sessionauth.v1.Session
+	5,  // 13: sessionauth.v1.ListUserSessionsResponse.sessions:type_name -> sessionauth.v1.Session
+	6,  // 14: sessionauth.v1.SessionAuthority.CreateSession:input_type -> sessionauth.v1.CreateSessionRequest
+	8,  // 15: sessionauth.v1.SessionAuthority.ValidateSession:input_type -> sessionauth.v1.ValidateSessionRequest
+	10, // 16: sessionauth.v1.SessionAuthority.RevokeSession:input_type -> sessionauth.v1.RevokeSessionRequest
+	12, // 17: sessionauth.v1.SessionAuthority.ListUserSessions:input_type -> sessionauth.v1.ListUserSessionsRequest
+	14, // 18: sessionauth.v1.SessionAuthority.RevokeUserSessions:input_type -> sessionauth.v1.RevokeUserSessionsRequest
+	1,  // 19: sessionauth.v1.SessionAuthority.RotateSession:input_type -> sessionauth.v1.RotateSessionRequest
+	3,  // 20: sessionauth.v1.SessionAuthority.WatchRevocations:input_type -> sessionauth.v1.WatchRevocationsRequest
+	7,  // 21: sessionauth.v1.SessionAuthority.CreateSession:output_type -> sessionauth.v1.CreateSessionResponse
+	9,  // 22: sessionauth.v1.SessionAuthority.ValidateSession:output_type -> sessionauth.v1.ValidateSessionResponse
+	11, // 23: sessionauth.v1.SessionAuthority.RevokeSession:output_type -> sessionauth.v1.RevokeSessionResponse
+	13, // 24: sessionauth.v1.SessionAuthority.ListUserSessions:output_type -> sessionauth.v1.ListUserSessionsResponse
+	15, // 25: sessionauth.v1.SessionAuthority.RevokeUserSessions:output_type -> sessionauth.v1.RevokeUserSessionsResponse
+	2,  // 26: sessionauth.v1.SessionAuthority.RotateSession:output_type -> sessionauth.v1.RotateSessionResponse
+	4,  // 27: sessionauth.v1.SessionAuthority.WatchRevocations:output_type -> sessionauth.v1.RevocationEvent
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_sessionauth_v1_session_authority_proto_init() }
@@ -1149,7 +1267,7 @@ func file_sessionauth_v1_session_authority_proto_init() {
 	if File_sessionauth_v1_session_authority_proto != nil {
 		return
 	}
-	file_sessionauth_v1_session_authority_proto_msgTypes[7].OneofWrappers = []any{
+	file_sessionauth_v1_session_authority_proto_msgTypes[9].OneofWrappers = []any{
 		(*RevokeSessionRequest_Token)(nil),
 		(*RevokeSessionRequest_SessionId)(nil),
 	}
@@ -1159,7 +1277,7 @@ func file_sessionauth_v1_session_authority_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sessionauth_v1_session_authority_proto_rawDesc), len(file_sessionauth_v1_session_authority_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

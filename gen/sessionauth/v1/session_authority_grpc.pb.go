@@ -45,6 +45,7 @@ const (
 	SessionAuthority_RevokeSession_FullMethodName      = "/sessionauth.v1.SessionAuthority/RevokeSession"
 	SessionAuthority_ListUserSessions_FullMethodName   = "/sessionauth.v1.SessionAuthority/ListUserSessions"
 	SessionAuthority_RevokeUserSessions_FullMethodName = "/sessionauth.v1.SessionAuthority/RevokeUserSessions"
+	SessionAuthority_RotateSession_FullMethodName      = "/sessionauth.v1.SessionAuthority/RotateSession"
 	SessionAuthority_WatchRevocations_FullMethodName   = "/sessionauth.v1.SessionAuthority/WatchRevocations"
 )
 
@@ -101,6 +102,20 @@ type SessionAuthorityClient interface {
 	// except_session_id, or one that belongs to another user), UNAVAILABLE,
 	// ABORTED.
 	RevokeUserSessions(ctx context.Context, in *RevokeUserSessionsRequest, opts ...grpc.CallOption) (*RevokeUserSessionsResponse, error)
+	// RotateSession replaces a session's token and id (renew the session id on
+	// a privilege change, OWASP ASVS 7.2.4): it creates a session with the same
+	// user, email, client IP, user agent, attributes, creation time, absolute
+	// expiry and idle timeout, under a new session id and a new token, and
+	// revokes the old one, in one transaction. The new session counts as just
+	// validated (its idle timeout restarts). The old token never validates
+	// again; of concurrent rotations of one token exactly one succeeds, the
+	// others get UNAUTHENTICATED. The old session id is reported on
+	// WatchRevocations with REASON_ROTATED.
+	//
+	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes),
+	// UNAUTHENTICATED (token unknown, malformed, expired, revoked or already
+	// rotated), UNAVAILABLE, ABORTED.
+	RotateSession(ctx context.Context, in *RotateSessionRequest, opts ...grpc.CallOption) (*RotateSessionResponse, error)
 	// WatchRevocations streams every revocation made by any sessiond instance
 	// sharing this Redis, from the moment the stream is established, so that
 	// caches of validated sessions can drop a revoked session at once. Every
@@ -181,6 +196,16 @@ func (c *sessionAuthorityClient) RevokeUserSessions(ctx context.Context, in *Rev
 	return out, nil
 }
 
+func (c *sessionAuthorityClient) RotateSession(ctx context.Context, in *RotateSessionRequest, opts ...grpc.CallOption) (*RotateSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateSessionResponse)
+	err := c.cc.Invoke(ctx, SessionAuthority_RotateSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sessionAuthorityClient) WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &SessionAuthority_ServiceDesc.Streams[0], SessionAuthority_WatchRevocations_FullMethodName, cOpts...)
@@ -253,6 +278,20 @@ type SessionAuthorityServer interface {
 	// except_session_id, or one that belongs to another user), UNAVAILABLE,
 	// ABORTED.
 	RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error)
+	// RotateSession replaces a session's token and id (renew the session id on
+	// a privilege change, OWASP ASVS 7.2.4): it creates a session with the same
+	// user, email, client IP, user agent, attributes, creation time, absolute
+	// expiry and idle timeout, under a new session id and a new token, and
+	// revokes the old one, in one transaction. The new session counts as just
+	// validated (its idle timeout restarts). The old token never validates
+	// again; of concurrent rotations of one token exactly one succeeds, the
+	// others get UNAUTHENTICATED. The old session id is reported on
+	// WatchRevocations with REASON_ROTATED.
+	//
+	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes),
+	// UNAUTHENTICATED (token unknown, malformed, expired, revoked or already
+	// rotated), UNAVAILABLE, ABORTED.
+	RotateSession(context.Context, *RotateSessionRequest) (*RotateSessionResponse, error)
 	// WatchRevocations streams every revocation made by any sessiond instance
 	// sharing this Redis, from the moment the stream is established, so that
 	// caches of validated sessions can drop a revoked session at once. Every
@@ -297,6 +336,9 @@ func (UnimplementedSessionAuthorityServer) ListUserSessions(context.Context, *Li
 }
 func (UnimplementedSessionAuthorityServer) RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeUserSessions not implemented")
+}
+func (UnimplementedSessionAuthorityServer) RotateSession(context.Context, *RotateSessionRequest) (*RotateSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateSession not implemented")
 }
 func (UnimplementedSessionAuthorityServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
@@ -412,6 +454,24 @@ func _SessionAuthority_RevokeUserSessions_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionAuthority_RotateSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionAuthorityServer).RotateSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionAuthority_RotateSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionAuthorityServer).RotateSession(ctx, req.(*RotateSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _SessionAuthority_WatchRevocations_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchRevocationsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -449,6 +509,10 @@ var SessionAuthority_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeUserSessions",
 			Handler:    _SessionAuthority_RevokeUserSessions_Handler,
+		},
+		{
+			MethodName: "RotateSession",
+			Handler:    _SessionAuthority_RotateSession_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
