@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+
+	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/server/store"
+)
+
+// benchEnv is what a run measures: a Redis, a sessiond, and the in-process
+// servers of the floors and the interceptor workloads.
+type benchEnv struct {
+	rdb          redis.UniversalClient
+	sessiondAddr string
+	floorAddr    string
+	cleanups     []func()
+}
+
+func (e *benchEnv) close() {
+	for i := len(e.cleanups) - 1; i >= 0; i-- {
+		e.cleanups[i]()
+	}
+}
+
+// startRedis starts a redis-server with no persistence on a free loopback
+// port; it is killed when the bench ends (and with this process).
+func startRedis(e *benchEnv) (string, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", errors.New("redis-server not found: install it (apt-get install -y redis-server) or pass --redis-url")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	dir, err := os.MkdirTemp("", "sessionbench-redis-")
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", "")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	e.cleanups = append(e.cleanups, func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = os.RemoveAll(dir) })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if c.Ping(context.Background()).Err() == nil {
+			return "redis://" + addr, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("redis-server on %s did not answer", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func serve(e *benchEnv, gs *grpc.Server) (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() { _ = gs.Serve(lis) }()
+	e.cleanups = append(e.cleanups, gs.Stop)
+	return lis.Addr().String(), nil
+}
+
+// newEnv connects to (or starts) Redis and sessiond, and starts the floors.
+func newEnv(cfg *benchConfig) (*benchEnv, error) {
+	e := &benchEnv{}
+	redisURL := cfg.redisURL
+	if redisURL == "" {
+		u, err := startRedis(e)
+		if err != nil {
+			return nil, err
+		}
+		redisURL = u
+	}
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, fmt.Errorf("--redis-url: %w", err)
+	}
+	// The same client settings as sessiond's, for like-for-like floors.
+	opts.ContextTimeoutEnabled = true
+	opts.PoolSize = cfg.poolSize
+	rdb := redis.NewClient(opts)
+	e.rdb = rdb
+	e.cleanups = append(e.cleanups, func() { _ = rdb.Close() })
+
+	e.sessiondAddr = cfg.target
+	if e.sessiondAddr == "" {
+		own := redis.NewClient(opts) // sessiond's own pool, as in production
+		e.cleanups = append(e.cleanups, func() { _ = own.Close() })
+		st := store.New(own, store.Config{MaxSessionsPerUser: 100, TouchInterval: time.Minute})
+		svc := server.New(st, server.DefaultConfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		ctx, cancel := context.WithCancel(context.Background())
+		go svc.RunRevocations(ctx)
+		e.cleanups = append(e.cleanups, cancel)
+		if e.sessiondAddr, err = serve(e, server.NewGRPCServer(svc, health.NewServer(), server.GRPCOptions{})); err != nil {
+			return nil, err
+		}
+	}
+	gs := grpc.NewServer()
+	registerFloor(gs, &floor{rdb: rdb})
+	if e.floorAddr, err = serve(e, gs); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range floorKeys {
+		if err := rdb.HSet(ctx, floorKey(i), floorRecord(i)).Err(); err != nil {
+			return nil, fmt.Errorf("preparing the floor keys: %w", err)
+		}
+	}
+	return e, nil
+}
+
+const floorKeys = 1000
