@@ -2,8 +2,12 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,26 +16,171 @@ import (
 	"github.com/sessiond/sessiond/internal/testutil"
 )
 
-type fixture struct {
-	srv   *redistest.Server
-	rdb   *redis.Client
-	store *Store
-	clock *testutil.Clock
-	cfg   Config
+// The contract tests run against three Redis deployments ("one suite, three
+// backends"): a single redis-server, a Sentinel group (a master, a replica and
+// three sentinels) and a Redis Cluster of 3 masters with a replica each. Each
+// backend is started once per test binary, by the first test that needs it,
+// and stopped by TestMain; tests share it, each under a key prefix of its own.
+
+// backend is one shared Redis deployment.
+type backend struct {
+	name string
+	// launch starts the deployment and returns a factory of clients for it.
+	launch func() (newClient func() redis.UniversalClient, stop func(), err error)
+
+	once      sync.Once
+	newClient func() redis.UniversalClient
+	stop      func()
+	err       error
 }
 
-// newFixture starts a redis-server of the test's own and a store on it.
-// cfg.Clock, when nil, is an injected testClock.
-func newFixture(t testing.TB, cfg Config) *fixture {
+var (
+	singleBackend = &backend{name: "single", launch: launchSingle}
+	// The Sentinel group and the Cluster take about 3s each to start.
+	sentinelBackend = &backend{name: "sentinel", launch: launchSentinel}
+	clusterBackend  = &backend{name: "cluster", launch: launchCluster}
+	backends        = []*backend{singleBackend, sentinelBackend, clusterBackend}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, b := range backends {
+		b.shutdown()
+	}
+	os.Exit(code)
+}
+
+// clientMaxRetries is the retry setting of every test client (which also
+// honours deadlines): none, since a retry would hide a failure.
+const clientMaxRetries = -1
+
+func launchSingle() (func() redis.UniversalClient, func(), error) {
+	srv, err := redistest.Launch()
+	if err != nil {
+		return nil, nil, err
+	}
+	return func() redis.UniversalClient {
+		return redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true, MaxRetries: clientMaxRetries})
+	}, srv.Stop, nil
+}
+
+func launchSentinel() (func() redis.UniversalClient, func(), error) {
+	g, stop, err := redistest.LaunchSentinel()
+	if err != nil {
+		return nil, nil, err
+	}
+	return func() redis.UniversalClient {
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: redistest.SentinelMaster, SentinelAddrs: g.Addrs(),
+			ContextTimeoutEnabled: true, MaxRetries: clientMaxRetries,
+		})
+	}, stop, nil
+}
+
+func launchCluster() (func() redis.UniversalClient, func(), error) {
+	// No test here fails a node over: a longer node timeout than redistest's
+	// default keeps a busy machine (-race, two cores) from triggering one.
+	c, stop, err := redistest.LaunchCluster(3, 1, "--cluster-node-timeout", "5000")
+	if err != nil {
+		return nil, nil, err
+	}
+	return func() redis.UniversalClient {
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ContextTimeoutEnabled: true, MaxRetries: clientMaxRetries})
+	}, stop, nil
+}
+
+// client returns a new client of the backend, started on first use, closed
+// at the end of the test.
+func (b *backend) client(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	b.once.Do(func() { b.newClient, b.stop, b.err = b.launch() })
+	if b.err != nil {
+		t.Fatalf("starting the %s backend: %v", b.name, b.err)
+	}
+	c := b.newClient()
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func (b *backend) shutdown() {
+	if b.stop != nil {
+		b.stop()
+	}
+}
+
+// forEachBackend runs test as a parallel subtest per backend, each with a
+// fixture of its own (cfg as in newFixture).
+func forEachBackend(t *testing.T, cfg Config, test func(t *testing.T, f *fixture)) {
+	t.Helper()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, newFixture(t, b, cfg))
+		})
+	}
+}
+
+type fixture struct {
+	backend string
+	srv     *redistest.Server // the private server of newPrivateFixture, else nil
+	rdb     redis.UniversalClient
+	store   *Store
+	clock   *testutil.Clock
+	cfg     Config
+	prefix  string // the store's key prefix: every key of this fixture starts with it
+}
+
+var prefixSeq atomic.Int64
+
+// newFixture returns a store on the shared backend b, under a key prefix of
+// the test's own (unless cfg sets one). cfg.Clock, when nil, is an injected
+// testutil.Clock.
+func newFixture(t testing.TB, b *backend, cfg Config) *fixture {
+	t.Helper()
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = testPrefix(t)
+	}
+	f := &fixture{backend: b.name, rdb: b.client(t), cfg: cfg, prefix: cfg.KeyPrefix}
+	f.init(cfg)
+	t.Cleanup(func() {
+		if !t.Failed() { // keep a failed test's keys for inspection
+			f.deleteKeys()
+		}
+	})
+	return f
+}
+
+// newPrivateFixture starts a redis-server of the test's own and a store on
+// it, for the tests that stop Redis or count the commands it serves.
+func newPrivateFixture(t testing.TB, cfg Config) *fixture {
 	t.Helper()
 	srv := redistest.Start(t)
-	f := &fixture{srv: srv, rdb: srv.Client(t), cfg: cfg}
+	f := &fixture{backend: "private", srv: srv, rdb: srv.Client(t), cfg: cfg, prefix: cfg.KeyPrefix}
+	if f.prefix == "" {
+		f.prefix = "sessiond"
+	}
+	f.init(cfg)
+	return f
+}
+
+func (f *fixture) init(cfg Config) {
 	if cfg.Clock == nil {
 		f.clock = testutil.NewClock()
 		cfg.Clock = f.clock.Now
 	}
 	f.store = New(f.rdb, cfg)
-	return f
+}
+
+// testPrefix is a key prefix unique in the test binary, made of the test's
+// name: no braces (Cluster hash tags) and no glob characters (KEYS patterns).
+func testPrefix(t testing.TB) string {
+	name := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '.'
+	}, t.Name())
+	return fmt.Sprintf("t%d.%s", prefixSeq.Add(1), name)
 }
 
 func ctxT(t testing.TB) context.Context {
@@ -49,17 +198,61 @@ func (f *fixture) create(t testing.TB, userID string, ttl, idle time.Duration) *
 	return c
 }
 
-// checkConsistent asserts the store's invariants over every key in Redis:
-// every live index member has its session key, with the member's score as
-// the key's expiry and the index's user as owner; every session key is a
-// live member of its user's index; every index expires with its latest member.
+// forEachMaster calls fn for every master: the one server of a single Redis
+// or a Sentinel group, each master of a Cluster (concurrently).
+func (f *fixture) forEachMaster(ctx context.Context, fn func(ctx context.Context, c *redis.Client) error) error {
+	switch c := f.rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, fn)
+	case *redis.Client:
+		return fn(ctx, c)
+	}
+	return fmt.Errorf("unexpected client %T", f.rdb)
+}
+
+// keys lists the fixture's keys that match glob after the prefix and its
+// colon ("*" for all), on every master. Keys that Redis holds but that have
+// expired by its clock are not listed.
+func (f *fixture) keys(t testing.TB, glob string) []string {
+	t.Helper()
+	var mu sync.Mutex
+	var keys []string
+	err := f.forEachMaster(ctxT(t), func(ctx context.Context, c *redis.Client) error {
+		ks, err := c.Keys(ctx, f.prefix+":"+glob).Result()
+		mu.Lock()
+		keys = append(keys, ks...)
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listing keys: %v", err)
+	}
+	return keys
+}
+
+// deleteKeys removes the fixture's keys, best effort, so that a shared
+// backend does not fill up.
+func (f *fixture) deleteKeys() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = f.forEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		ks, err := c.Keys(ctx, f.prefix+":*").Result()
+		for _, k := range ks { // one by one: a Cluster node refuses a multi-slot DEL
+			c.Del(ctx, k)
+		}
+		return err
+	})
+}
+
+// checkConsistent asserts the store's invariants over every key of the
+// fixture's prefix: every live index member has its session key, with the
+// member's score as the key's expiry and the index's user as owner; every
+// session key is a live member of its user's index; every index expires with
+// its latest member.
 func (f *fixture) checkConsistent(t testing.TB) {
 	t.Helper()
 	ctx := ctxT(t)
-	keys, err := f.rdb.Keys(ctx, "*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := f.keys(t, "*")
 	now := f.store.now().UnixMilli()
 	members := map[string]float64{} // session key -> score in its index
 	for _, k := range keys {
@@ -110,21 +303,31 @@ func (f *fixture) checkConsistent(t testing.TB) {
 }
 
 // commandCalls reads the number of calls of each command from INFO
-// commandstats of the fixture's own server.
+// commandstats, summed over the masters. Only a private server's counts are
+// the fixture's own: other tests share the other backends.
 func (f *fixture) commandCalls(t testing.TB) map[string]int {
 	t.Helper()
-	info, err := f.rdb.Info(ctxT(t), "commandstats").Result()
+	var mu sync.Mutex
+	calls := map[string]int{}
+	err := f.forEachMaster(ctxT(t), func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, line := range strings.Split(info, "\n") {
+			name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+			if !ok {
+				continue
+			}
+			n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+			calls[strings.TrimPrefix(name, "cmdstat_")] += n
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	calls := map[string]int{}
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
-		if !ok {
-			continue
-		}
-		n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
-		calls[strings.TrimPrefix(name, "cmdstat_")] = n
 	}
 	return calls
 }

@@ -45,54 +45,55 @@ func nextEvent(t *testing.T, events <-chan Revocation) Revocation {
 
 func TestRevocationEvents(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, Config{MaxSessionsPerUser: 3})
-	ctx := ctxT(t)
-	events, _ := watchEvents(t, f)
-	var cs []*Created
-	for range 4 {
-		cs = append(cs, f.create(t, "user-1", time.Hour, 0))
-	}
-	want := func(r Revocation, reason Reason, ids ...string) {
-		t.Helper()
-		slices.Sort(ids)
-		slices.Sort(r.SessionIDs)
-		if r.Reason != reason || r.UserID != "user-1" || !slices.Equal(r.SessionIDs, ids) || r.At.IsZero() {
-			t.Fatalf("event %+v, want reason %d for %v", r, reason, ids)
+	forEachBackend(t, Config{MaxSessionsPerUser: 3}, func(t *testing.T, f *fixture) {
+		ctx := ctxT(t)
+		events, _ := watchEvents(t, f)
+		var cs []*Created
+		for range 4 {
+			cs = append(cs, f.create(t, "user-1", time.Hour, 0))
 		}
-	}
-	want(nextEvent(t, events), ReasonEvicted, cs[0].Session.ID)
+		want := func(r Revocation, reason Reason, ids ...string) {
+			t.Helper()
+			slices.Sort(ids)
+			slices.Sort(r.SessionIDs)
+			if r.Reason != reason || r.UserID != "user-1" || !slices.Equal(r.SessionIDs, ids) || r.At.IsZero() {
+				t.Fatalf("event %+v, want reason %d for %v", r, reason, ids)
+			}
+		}
+		want(nextEvent(t, events), ReasonEvicted, cs[0].Session.ID)
 
-	if _, err := f.store.RevokeToken(ctx, cs[1].Token); err != nil {
-		t.Fatal(err)
-	}
-	want(nextEvent(t, events), ReasonLogout, cs[1].Session.ID)
-	if _, err := f.store.Revoke(ctx, cs[2].Session.ID); err != nil {
-		t.Fatal(err)
-	}
-	want(nextEvent(t, events), ReasonRevoked, cs[2].Session.ID)
-	more := f.create(t, "user-1", time.Hour, 0)
-	if _, err := f.store.RevokeUser(ctx, "user-1", ""); err != nil {
-		t.Fatal(err)
-	}
-	want(nextEvent(t, events), ReasonUserRevoked, cs[3].Session.ID, more.Session.ID)
+		if _, err := f.store.RevokeToken(ctx, cs[1].Token); err != nil {
+			t.Fatal(err)
+		}
+		want(nextEvent(t, events), ReasonLogout, cs[1].Session.ID)
+		if _, err := f.store.Revoke(ctx, cs[2].Session.ID); err != nil {
+			t.Fatal(err)
+		}
+		want(nextEvent(t, events), ReasonRevoked, cs[2].Session.ID)
+		more := f.create(t, "user-1", time.Hour, 0)
+		if _, err := f.store.RevokeUser(ctx, "user-1", ""); err != nil {
+			t.Fatal(err)
+		}
+		want(nextEvent(t, events), ReasonUserRevoked, cs[3].Session.ID, more.Session.ID)
 
-	// Nothing revoked, nothing published.
-	if ok, _ := f.store.Revoke(ctx, cs[2].Session.ID); ok {
-		t.Fatal("revoked twice")
-	}
-	if _, err := f.store.RevokeUser(ctx, "user-1", ""); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case r := <-events:
-		t.Fatalf("an event for a revocation that revoked nothing: %+v", r)
-	case <-time.After(100 * time.Millisecond):
-	}
+		// Nothing revoked, nothing published.
+		if ok, _ := f.store.Revoke(ctx, cs[2].Session.ID); ok {
+			t.Fatal("revoked twice")
+		}
+		if _, err := f.store.RevokeUser(ctx, "user-1", ""); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-events:
+			t.Fatalf("an event for a revocation that revoked nothing: %+v", r)
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
 }
 
 func TestWatchRevocationsEndsWhenRedisGoes(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, Config{})
+	f := newPrivateFixture(t, Config{})
 	_, done := watchEvents(t, f)
 	f.srv.Stop()
 	select {
