@@ -27,10 +27,22 @@ test: ## Run every test with -race against redis-server processes the tests star
 	  echo "  (or set REDIS_SERVER_BIN to a redis-server binary)"; exit 1; }
 	$(GO) test -race -count=1 -timeout 10m ./...
 
+# The packages with fuzz targets; every func Fuzz... in their _test.go files is
+# run. go test -fuzz takes one target per invocation, hence the loop.
+FUZZ_PKGS := ./server/store ./server ./internal/credential ./client
+
 .PHONY: fuzz
-fuzz: ## Run each fuzz target for FUZZTIME (default 10s)
-	$(GO) test ./server/store -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./server -run '^$$' -fuzz '^FuzzExtAuthzToken$$' -fuzztime $(FUZZTIME)
+fuzz: ## Run each fuzz target for FUZZTIME (default 10s); seeds are in each package's testdata/fuzz/
+	@set -e; for pkg in $(FUZZ_PKGS); do \
+	  for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$pkg/*_test.go); do \
+	    echo "fuzz: $$pkg $$target for $(FUZZTIME)"; \
+	    $(GO) test $$pkg -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
+
+.PHONY: bench
+bench: ## Load-test sessiond against its floors (cmd/sessionbench); BENCHARGS="--concurrency 16,64 --rounds 3"
+	$(GO) run ./cmd/sessionbench $(BENCHARGS)
 
 .PHONY: generate
 generate: ## Regenerate gen/ from proto/ with buf

@@ -112,6 +112,7 @@ const (
 	msgNoToken     = "no session token"
 	msgInvalid     = "session token is invalid or expired"
 	msgUnavailable = "session service unavailable; retry later"
+	msgRateLimited = "too many failed session checks; retry later"
 )
 
 // authenticate validates token and maps the outcome for the caller of a
@@ -132,6 +133,10 @@ func (c *Client) authenticate(ctx context.Context, token string) (*Session, erro
 	switch status.Code(err) {
 	case codes.Unauthenticated, codes.InvalidArgument:
 		return nil, status.Error(codes.Unauthenticated, msgInvalid)
+	case codes.ResourceExhausted:
+		// sessiond rate-limits this service's failed validations: too many
+		// bad tokens came through it. Not a verdict on this token.
+		return nil, status.Error(codes.ResourceExhausted, msgRateLimited)
 	default:
 		return nil, status.Error(codes.Unavailable, msgUnavailable)
 	}
@@ -240,7 +245,8 @@ func (o *authOptions) tokenFromRequest(r *http.Request) (string, bool) {
 // the Authorization header ("Bearer <token>") or the session cookie
 // (WithCookieName; default "session"). A request without a live session gets
 // 401 with a WWW-Authenticate challenge; when sessiond cannot answer, 503
-// with Retry-After, never the handler. The handler finds the Session with
+// with Retry-After, and when sessiond rate-limits this service's failed
+// checks, 429 with Retry-After: never the handler. The handler finds the Session with
 // SessionFromContext(r.Context()).
 func HTTPMiddleware(c *Client, opts ...AuthOption) func(http.Handler) http.Handler {
 	o := buildAuthOptions(opts)
@@ -259,6 +265,9 @@ func HTTPMiddleware(c *Client, opts ...AuthOption) func(http.Handler) http.Handl
 			case codes.Unauthenticated:
 				w.Header().Set("WWW-Authenticate", challenge)
 				http.Error(w, "401 Unauthorized: no valid session", http.StatusUnauthorized)
+			case codes.ResourceExhausted:
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "429 Too Many Requests: too many failed session checks; retry later", http.StatusTooManyRequests)
 			case codes.Canceled:
 				// The client went away; nobody reads the answer.
 			default:

@@ -20,9 +20,12 @@ var errStoreTimeout = errors.New("session store did not answer in time")
 // what is not the caller's to know is logged and answered with a generic
 // message.
 func (s *Server) toStatus(ctx context.Context, err error) error {
+	var limited *rateLimitedError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &limited):
+		return limited.st.Err()
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.Unauthenticated, invalidTokenReason)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

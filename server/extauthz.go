@@ -88,7 +88,7 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 		log.DebugContext(ctx, "ext_authz denied: no session token")
 		return unauthenticated(noTokenReason), nil
 	}
-	sess, err := a.svc.validate(ctx, cred.token)
+	sess, err := a.svc.validate(ctx, checkRateLimitKey(ctx, req), cred.token)
 	if err != nil {
 		st := status.Convert(a.svc.toStatus(ctx, err))
 		log.DebugContext(ctx, "ext_authz denied", "code", st.Code().String())
@@ -138,6 +138,10 @@ func denied(st *status.Status) *authv3.CheckResponse {
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized}
 		resp.Headers = append(resp.Headers, overwrite("www-authenticate", wwwAuthenticate))
 		resp.Body = "401 Unauthorized: no valid session\n"
+	case codes.ResourceExhausted:
+		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests}
+		resp.Headers = append(resp.Headers, overwrite("retry-after", retryAfter(st)))
+		resp.Body = "429 Too Many Requests: too many failed session checks; retry later\n"
 	case codes.Unavailable:
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}
 		resp.Headers = append(resp.Headers, overwrite("retry-after", "1"))

@@ -32,12 +32,16 @@ type GRPCOptions struct {
 	// ExtAuthz, if not nil, also registers Envoy's external authorization
 	// service (envoy.service.auth.v3.Authorization) with this configuration.
 	ExtAuthz *ExtAuthzConfig
+	// Auth, if not nil, establishes each call's Caller first in the chain,
+	// and authorizes the call after logging (see Auth).
+	Auth *Auth
 }
 
 // NewGRPCServer returns a gRPC server with the SessionAuthority service, the
 // health service hs and, if asked, server reflection, behind the interceptors
-// every call goes through: logging (method, code, duration; never a
-// payload, so never a token), the store deadline, and panic recovery.
+// every call goes through: the caller's authentication (opts.Auth), logging
+// (method, code, duration; never a payload, so never a token), the caller's
+// authorization, the store deadline, and panic recovery.
 func NewGRPCServer(svc *Server, hs *health.Server, opts GRPCOptions) *grpc.Server {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		svc.log.Log(ctx, slog.Level(lvl), msg, fields...)
@@ -54,12 +58,16 @@ func NewGRPCServer(svc *Server, hs *health.Server, opts GRPCOptions) *grpc.Serve
 	}
 	serverOpts := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(
+			opts.Auth.AuthenticateUnary,
 			logging.UnaryServerInterceptor(logger, logOpts...),
+			opts.Auth.AuthorizeUnary,
 			svc.deadlineUnaryInterceptor,
 			recovery.UnaryServerInterceptor(recoverOpts...),
 		),
 		grpc.ChainStreamInterceptor(
+			opts.Auth.AuthenticateStream,
 			logging.StreamServerInterceptor(logger, logOpts...),
+			opts.Auth.AuthorizeStream,
 			recovery.StreamServerInterceptor(recoverOpts...),
 		),
 	}, opts.ServerOptions...)
@@ -94,7 +102,12 @@ func codeToLevel(code codes.Code) logging.Level {
 	case codes.OK, codes.InvalidArgument, codes.Unauthenticated, codes.NotFound, codes.Canceled,
 		codes.DeadlineExceeded, codes.Aborted, codes.PermissionDenied:
 		return logging.LevelDebug
-	case codes.Unavailable, codes.ResourceExhausted:
+	case codes.ResourceExhausted:
+		// A caller over its rate limit is routine under attack: one line per
+		// refused call would flood the log. Audit, metrics and the first
+		// refusals at debug level tell the story.
+		return logging.LevelDebug
+	case codes.Unavailable:
 		return logging.LevelWarn
 	default:
 		return logging.LevelError

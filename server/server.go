@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
@@ -26,9 +24,9 @@ type Store interface {
 	Get(ctx context.Context, token string) (*store.Session, error)
 	TouchDue(sess *store.Session) bool
 	Touch(ctx context.Context, sess *store.Session) (*store.Session, error)
-	RevokeToken(ctx context.Context, token string) (bool, error)
-	Revoke(ctx context.Context, sessionID string) (bool, error)
-	RevokeUser(ctx context.Context, userID, exceptID string) (int, error)
+	RevokeTokenEvent(ctx context.Context, token string) (*store.Revocation, error)
+	RevokeEvent(ctx context.Context, sessionID string) (*store.Revocation, error)
+	RevokeUserEvent(ctx context.Context, userID, exceptID string) (*store.Revocation, error)
 	Rotate(ctx context.Context, token string) (*store.Created, error)
 	ListUser(ctx context.Context, userID string, limit int, cursor string) ([]*store.Session, string, error)
 	WatchRevocations(ctx context.Context, ready func(), onEvent func(store.Revocation)) error
@@ -47,6 +45,21 @@ type Config struct {
 	// RequestTimeout bounds the time one call may wait for the store, whatever
 	// the caller's deadline; past it the call fails with Unavailable.
 	RequestTimeout time.Duration
+	// CreateLimit limits CreateSession calls per caller (see RateLimit);
+	// over it a call fails with ResourceExhausted. Zero: no limit.
+	CreateLimit RateLimit
+	// FailedValidationLimit limits, per caller, the validations
+	// (ValidateSession, ext_authz Check) of a token that is not a live
+	// session's; successful validations spend nothing. A caller over it gets
+	// ResourceExhausted (ext_authz: HTTP 429) for every validation, good
+	// token or not, until its bucket refills. Zero: no limit.
+	FailedValidationLimit RateLimit
+	// RateLimitKeys caps the callers each limit tracks; 0 means
+	// DefaultRateLimitKeys.
+	RateLimitKeys int
+	// Audit, if not nil, receives the audit events (see audit.go); nil:
+	// no audit log.
+	Audit *slog.Logger
 }
 
 // DefaultConfig is the configuration sessiond starts with.
@@ -64,15 +77,28 @@ type Server struct {
 	cfg         Config
 	log         *slog.Logger
 	revocations revocations
+	now         func() time.Time
+	// createLimit and failedValidations are nil when not limited.
+	createLimit, failedValidations *limiter
 }
 
 // New returns the service over st. It does no I/O.
-func New(st Store, cfg Config, log *slog.Logger) *Server {
-	return &Server{store: st, cfg: cfg, log: log}
+func New(st Store, cfg Config, log *slog.Logger, opts ...Option) *Server {
+	o := defaultOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return &Server{store: st, cfg: cfg, log: log, now: o.clock,
+		createLimit:       newLimiter("CreateSession calls", cfg.CreateLimit, cfg.RateLimitKeys, o.clock),
+		failedValidations: newLimiter("failed validations", cfg.FailedValidationLimit, cfg.RateLimitKeys, o.clock),
+	}
 }
 
 // CreateSession implements SessionAuthority.CreateSession.
 func (s *Server) CreateSession(ctx context.Context, req *sessionauthv1.CreateSessionRequest) (*sessionauthv1.CreateSessionResponse, error) {
+	if err := s.createLimit.take(rateLimitKey(ctx)); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	var v invalid
 	v.text("user_id", req.GetUserId(), maxUserIDBytes, true)
 	v.text("email", req.GetEmail(), maxEmailBytes, false)
@@ -100,6 +126,7 @@ func (s *Server) CreateSession(ctx context.Context, req *sessionauthv1.CreateSes
 	for _, id := range created.Evicted {
 		s.log.InfoContext(ctx, "session revoked: over the per-user cap", sessionAttrs(id, created.Session.UserID)...)
 	}
+	s.auditCreate(ctx, created)
 	return &sessionauthv1.CreateSessionResponse{Token: created.Token, Session: toProto(created.Session)}, nil
 }
 
@@ -114,7 +141,7 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	sess, err := s.validate(ctx, req.GetToken())
+	sess, err := s.validate(ctx, rateLimitKey(ctx), req.GetToken())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -122,9 +149,18 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 }
 
 // validate is the one validation path (ValidateSession and ext_authz Check):
-// one read, and a touch when one is due.
-func (s *Server) validate(ctx context.Context, token string) (*store.Session, error) {
+// one read, and a touch when one is due. A failed validation is counted
+// against key (see Config.FailedValidationLimit); over the limit, a call is
+// refused before the read, whatever its token: answering a good guess would
+// defeat the limit.
+func (s *Server) validate(ctx context.Context, key, token string) (*store.Session, error) {
+	if err := s.failedValidations.check(key); err != nil {
+		return nil, err
+	}
 	sess, err := s.store.Get(ctx, token)
+	if errors.Is(err, store.ErrNotFound) {
+		s.failedValidations.charge(key)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -151,18 +187,29 @@ func (s *Server) RotateSession(ctx context.Context, req *sessionauthv1.RotateSes
 	if err := v.err(); err != nil {
 		return nil, err
 	}
+	// A rotation answers whether a token is live (and hands out a new one if
+	// it is): failed rotations count against the same limit as failed
+	// validations, or it would be a way around that limit.
+	key := rateLimitKey(ctx)
+	if err := s.failedValidations.check(key); err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
 	rotated, err := s.store.Rotate(ctx, req.GetToken())
+	if errors.Is(err, store.ErrNotFound) {
+		s.failedValidations.charge(key)
+	}
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
 	s.log.DebugContext(ctx, "session rotated", sessionAttrs(rotated.Session.ID, rotated.Session.UserID)...)
+	s.auditRotate(ctx, rotated)
 	return &sessionauthv1.RotateSessionResponse{Token: rotated.Token, Session: toProto(rotated.Session)}, nil
 }
 
 // RevokeSession implements SessionAuthority.RevokeSession.
 func (s *Server) RevokeSession(ctx context.Context, req *sessionauthv1.RevokeSessionRequest) (*sessionauthv1.RevokeSessionResponse, error) {
 	var (
-		revoked bool
+		revoked *store.Revocation
 		err     error
 		v       invalid
 	)
@@ -177,12 +224,13 @@ func (s *Server) RevokeSession(ctx context.Context, req *sessionauthv1.RevokeSes
 		if err := v.err(); err != nil {
 			return nil, err
 		}
-		revoked, err = s.store.RevokeToken(ctx, t.Token)
+		revoked, err = s.store.RevokeTokenEvent(ctx, t.Token)
 	case *sessionauthv1.RevokeSessionRequest_SessionId:
 		if t.SessionId == "" {
-			return nil, status.Error(codes.InvalidArgument, "session_id: is required")
+			v.add("session_id", "is required")
+			return nil, v.err()
 		}
-		revoked, err = s.store.Revoke(ctx, t.SessionId)
+		revoked, err = s.store.RevokeEvent(ctx, t.SessionId)
 		if errors.Is(err, store.ErrMalformedSessionID) {
 			v.add("session_id", "is not a session id issued by sessiond")
 			return nil, v.err()
@@ -194,7 +242,8 @@ func (s *Server) RevokeSession(ctx context.Context, req *sessionauthv1.RevokeSes
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	return &sessionauthv1.RevokeSessionResponse{Revoked: revoked}, nil
+	s.auditRevoke(ctx, revoked, "")
+	return &sessionauthv1.RevokeSessionResponse{Revoked: revoked != nil}, nil
 }
 
 // ListUserSessions implements SessionAuthority.ListUserSessions.
@@ -242,7 +291,7 @@ func (s *Server) RevokeUserSessions(ctx context.Context, req *sessionauthv1.Revo
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	n, err := s.store.RevokeUser(ctx, req.GetUserId(), req.GetExceptSessionId())
+	revoked, err := s.store.RevokeUserEvent(ctx, req.GetUserId(), req.GetExceptSessionId())
 	switch {
 	case errors.Is(err, store.ErrMalformedSessionID):
 		v.add("except_session_id", "is not a session id issued by sessiond")
@@ -253,9 +302,14 @@ func (s *Server) RevokeUserSessions(ctx context.Context, req *sessionauthv1.Revo
 	case err != nil:
 		return nil, s.toStatus(ctx, err)
 	}
+	n := 0
+	if revoked != nil {
+		n = len(revoked.SessionIDs)
+	}
 	if n > 0 {
 		s.log.InfoContext(ctx, "user sessions revoked", "user_id", req.GetUserId(), "count", n)
 	}
+	s.auditRevoke(ctx, revoked, req.GetExceptSessionId())
 	return &sessionauthv1.RevokeUserSessionsResponse{RevokedCount: int32(n)}, nil
 }
 

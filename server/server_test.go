@@ -12,6 +12,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -33,12 +34,15 @@ type env struct {
 	authz  authv3.AuthorizationClient // with envOptions.extAuthz set
 	clock  *testutil.Clock
 	logs   *testutil.SyncBuffer
+	addr   string // the service's address
 }
 
 type envOptions struct {
 	cfg      Config
 	storeCfg store.Config
 	extAuthz *ExtAuthzConfig
+	// grpcOpts are passed on to NewGRPCServer (a test's own interceptors).
+	grpcOpts []grpc.ServerOption
 }
 
 // newEnv starts a redis-server, the service on a loopback TCP listener with
@@ -60,7 +64,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	t.Cleanup(func() { _ = rdb.Close() })
 	st := store.New(rdb, o.storeCfg)
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc := New(st, o.cfg, log)
+	svc := New(st, o.cfg, log, WithClock(e.clock.Now))
 	hs := health.NewServer()
 	ctx, cancel := context.WithCancel(context.Background())
 	watched := make(chan struct{})
@@ -68,7 +72,8 @@ func newEnv(t *testing.T, o envOptions) *env {
 	revoked := make(chan struct{})
 	go func() { svc.RunRevocations(ctx); close(revoked) }()
 	t.Cleanup(func() { cancel(); <-watched; <-revoked })
-	conn := testutil.Serve(t, NewGRPCServer(svc, hs, GRPCOptions{Reflection: true, ExtAuthz: o.extAuthz}))
+	conn := testutil.Serve(t, NewGRPCServer(svc, hs, GRPCOptions{Reflection: true, ExtAuthz: o.extAuthz, ServerOptions: o.grpcOpts}))
+	e.addr = conn.Target()
 	e.client = sessionauthv1.NewSessionAuthorityClient(conn)
 	e.health = healthpb.NewHealthClient(conn)
 	e.authz = authv3.NewAuthorizationClient(conn)

@@ -91,6 +91,13 @@ func (v *invalid) clientIP(s string) string {
 		v.add("client_ip", "is not an IPv4 or IPv6 address")
 		return ""
 	}
+	// A zone ("fe80::1%eth0") names an interface of the host that saw the
+	// address, not the user's; and it is free text that would be stored and
+	// returned to every validator.
+	if addr.Zone() != "" {
+		v.add("client_ip", "must not have a zone (%%...)")
+		return ""
+	}
 	return addr.String()
 }
 

@@ -47,6 +47,10 @@ type config struct {
 	logFormat          string
 	extAuthz           bool
 	authz              server.ExtAuthzConfig
+	security           securityConfig // TLS, API keys, policy, limits: security.go
+	// per-caller rate limits (ratelimit.go) and the audit log (audit.go)
+	rateLimits rateLimitConfig
+	audit      auditConfig
 }
 
 func envName(flagName string) string {
@@ -90,6 +94,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	fs.StringVar(&c.authz.UserIDHeader, "authz-user-id-header", server.DefaultExtAuthzConfig.UserIDHeader, "ext_authz: the request header that tells the upstream the user id (lowercase)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
+	c.security.register(fs)
+	c.rateLimits.register(fs)
+	c.audit.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: sessiond [flags]\n\nsessiond is the session authority: a gRPC service that issues, validates and revokes\nuser sessions kept in Redis.\n\nEvery flag can also be set in the environment as %sNAME (--redis-url: %s).\n\nFlags:\n", envPrefix, envName("redis-url"))
 		fs.PrintDefaults()
@@ -217,5 +224,7 @@ func (c *config) check() error {
 	if c.authz.SessionIDHeader == c.authz.UserIDHeader {
 		bad("--authz-user-id-header %q: must differ from --authz-session-id-header", c.authz.UserIDHeader)
 	}
+	errs = append(errs, c.security.check(c.listen)...)
+	errs = append(errs, c.rateLimits.check()...)
 	return errors.Join(errs...)
 }

@@ -45,8 +45,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	stderr = &lockedWriter{w: stderr} // shared by the operational and the audit log
 	log := newLogger(cfg, stderr)
 	redis.SetLogger(redisLogger{log})
+	audit, closeAudit, err := openAuditLog(cfg.audit, stderr, log)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	sec, err := newSecurity(cfg, log)
+	if err != nil {
+		return err
+	}
 
 	rdb, closeRedis, err := newRedis(cfg, log)
 	if err != nil {
@@ -63,9 +73,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		MaxTTL:             cfg.maxTTL,
 		DefaultIdleTimeout: cfg.idleTimeout,
 		RequestTimeout:     cfg.requestTimeout,
+
+		// rate limits (ratelimit.go) and the audit log (audit.go)
+		CreateLimit:           cfg.rateLimits.create,
+		FailedValidationLimit: cfg.rateLimits.failedValidations,
+		Audit:                 audit,
 	}, log)
 	hs := health.NewServer()
-	grpcOpts := server.GRPCOptions{Reflection: cfg.reflection}
+	grpcOpts := server.GRPCOptions{Reflection: cfg.reflection, Auth: sec.auth, ServerOptions: sec.serverOptions}
 	if cfg.extAuthz {
 		grpcOpts.ExtAuthz = &cfg.authz
 	}
@@ -82,6 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	healthCtx, stopHealth := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { server.WatchHealth(healthCtx, st, hs, cfg.healthInterval, log) })
+	wg.Go(func() { sec.run(healthCtx, log) }) // reloads certificates, keys and policy
 	revocationsCtx, stopRevocations := context.WithCancel(ctx)
 	defer stopRevocations()
 	wg.Go(func() { svc.RunRevocations(revocationsCtx) })

@@ -60,16 +60,41 @@ func Start(t *testing.T) *Sessiond {
 // left nil: the caller owns rdb.
 func StartOn(t *testing.T, rdb redis.UniversalClient, cfg store.Config) *Sessiond {
 	t.Helper()
+	return StartWith(t, rdb, Options{Store: cfg})
+}
+
+// Options configure StartWith.
+type Options struct {
+	// Store is the store configuration.
+	Store store.Config
+	// Server is the service configuration (RequestTimeout, lifetimes); the
+	// zero value means server.DefaultConfig.
+	Server server.Config
+	// HealthInterval is how often the health service pings Redis; 0 means
+	// 50ms.
+	HealthInterval time.Duration
+}
+
+// StartWith is StartOn with the service's configuration and health interval
+// chosen too (fault tests shorten the request timeout).
+func StartWith(t *testing.T, rdb redis.UniversalClient, opts Options) *Sessiond {
+	t.Helper()
+	if opts.Server == (server.Config{}) {
+		opts.Server = server.DefaultConfig
+	}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = 50 * time.Millisecond
+	}
 	d := &Sessiond{Logs: &testutil.SyncBuffer{}, stopped: make(chan struct{})}
-	st := store.New(rdb, cfg)
+	st := store.New(rdb, opts.Store)
 	log := slog.New(slog.NewTextHandler(d.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc := server.New(st, server.DefaultConfig, log)
+	svc := server.New(st, opts.Server, log)
 	hs := health.NewServer()
 	d.gs = server.NewGRPCServer(svc, hs, server.GRPCOptions{})
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { server.WatchHealth(ctx, st, hs, 50*time.Millisecond, log) })
+	wg.Go(func() { server.WatchHealth(ctx, st, hs, opts.HealthInterval, log) })
 	wg.Go(func() { svc.RunRevocations(ctx) })
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -86,7 +86,7 @@ func (s *Store) Rotate(ctx context.Context, token string) (*Created, error) {
 		})
 		if err == nil {
 			found = true
-			out = &Created{Token: newTok, Session: &next.Session}
+			out = &Created{Token: newTok, Session: &next.Session, Replaced: old.id.String()}
 		}
 		return err
 	}, oldKey)

@@ -117,6 +117,9 @@ type Created struct {
 	Token   string // the bearer token; the store keeps only its hash
 	Session *Session
 	Evicted []string // ids of the sessions revoked to respect the per-user cap
+	// Replaced is, for Rotate, the id of the session the new one replaced
+	// (revoked in the same transaction).
+	Replaced string
 }
 
 // Create stores a new session, adds it to its user's index and, when the user
@@ -301,9 +304,16 @@ func (s *Store) Touch(ctx context.Context, sess *Session) (*Session, error) {
 // RevokeToken ends the session the token belongs to. It reports false, with no
 // error, when there is no such live session (including a malformed token).
 func (s *Store) RevokeToken(ctx context.Context, token string) (bool, error) {
+	r, err := s.RevokeTokenEvent(ctx, token)
+	return r != nil, err
+}
+
+// RevokeTokenEvent is RevokeToken reporting what it revoked: the event it
+// published, or nil when there was no such live session.
+func (s *Store) RevokeTokenEvent(ctx context.Context, token string) (*Revocation, error) {
 	pt, ok := parseToken(token)
 	if !ok {
-		return false, nil
+		return nil, nil
 	}
 	return s.revoke(ctx, pt.id, pt.matches, ReasonLogout)
 }
@@ -312,19 +322,26 @@ func (s *Store) RevokeToken(ctx context.Context, token string) (bool, error) {
 // there is no such live session; ErrMalformedSessionID when the id cannot be
 // one sessiond issued.
 func (s *Store) Revoke(ctx context.Context, sessionID string) (bool, error) {
+	r, err := s.RevokeEvent(ctx, sessionID)
+	return r != nil, err
+}
+
+// RevokeEvent is Revoke reporting what it revoked: the event it published, or
+// nil when there was no such live session.
+func (s *Store) RevokeEvent(ctx context.Context, sessionID string) (*Revocation, error) {
 	id, err := parseSessionID(sessionID)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	return s.revoke(ctx, id, nil, ReasonRevoked)
 }
 
-func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(string) bool, reason Reason) (bool, error) {
+func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(string) bool, reason Reason) (*Revocation, error) {
 	member := id.uuid.String()
 	sKey := s.sessionKey(id.tag, member)
-	revoked := false
+	var revoked *Revocation
 	err := s.watch(ctx, "revoke", func(tx *redis.Tx) error {
-		revoked = false
+		revoked = nil
 		vals, err := tx.HMGet(ctx, sKey, fieldTokenHash, fieldUserID).Result()
 		if err != nil {
 			return err
@@ -350,9 +367,10 @@ func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(stri
 				indexEnds = int64(z.Score)
 			}
 		}
+		event := Revocation{SessionIDs: []string{id.String()}, UserID: userID, Reason: reason, At: now}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, sKey)
-			s.publishRevocation(ctx, p, Revocation{SessionIDs: []string{id.String()}, UserID: userID, Reason: reason, At: now})
+			s.publishRevocation(ctx, p, event)
 			if indexEnds == 0 {
 				p.Del(ctx, iKey)
 				return nil
@@ -362,32 +380,47 @@ func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(stri
 			p.PExpireAt(ctx, iKey, time.UnixMilli(indexEnds))
 			return nil
 		})
-		revoked = err == nil
+		if err == nil {
+			revoked = &event
+		}
 		return err
 	}, sKey)
-	return revoked, err
+	if err != nil {
+		return nil, err
+	}
+	return revoked, nil
 }
 
 // RevokeUser ends every live session of the user but the one with id
 // exceptID (if not empty), and reports how many it ended. exceptID must be a
 // session id of this user (ErrMalformedSessionID, ErrForeignSession).
 func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (int, error) {
+	r, err := s.RevokeUserEvent(ctx, userID, exceptID)
+	if r == nil {
+		return 0, err
+	}
+	return len(r.SessionIDs), err
+}
+
+// RevokeUserEvent is RevokeUser reporting what it revoked: the event it
+// published, or nil when the user had no live session to end.
+func (s *Store) RevokeUserEvent(ctx context.Context, userID, exceptID string) (*Revocation, error) {
 	t := userTag(userID)
 	keep := ""
 	if exceptID != "" {
 		id, err := parseSessionID(exceptID)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		if id.tag != t {
-			return 0, ErrForeignSession
+			return nil, ErrForeignSession
 		}
 		keep = id.uuid.String()
 	}
 	iKey := s.indexKey(t, userID)
-	count := 0
+	var event *Revocation
 	err := s.watch(ctx, "revoke user", func(tx *redis.Tx) error {
-		count = 0
+		event = nil
 		all, err := tx.ZRangeWithScores(ctx, iKey, 0, -1).Result()
 		if err != nil {
 			return err
@@ -412,10 +445,11 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (int, e
 		if len(keys) == 0 {
 			return nil
 		}
+		ev := Revocation{SessionIDs: revoked, UserID: userID, Reason: ReasonUserRevoked, At: now}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, keys...)
 			if len(revoked) > 0 {
-				s.publishRevocation(ctx, p, Revocation{SessionIDs: revoked, UserID: userID, Reason: ReasonUserRevoked, At: now})
+				s.publishRevocation(ctx, p, ev)
 			}
 			if keepEnds == 0 {
 				p.Del(ctx, iKey)
@@ -425,12 +459,15 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (int, e
 			p.PExpireAt(ctx, iKey, time.UnixMilli(keepEnds))
 			return nil
 		})
-		if err == nil {
-			count = len(revoked)
+		if err == nil && len(revoked) > 0 {
+			event = &ev
 		}
 		return err
 	}, iKey)
-	return count, err
+	if err != nil {
+		return nil, err
+	}
+	return event, nil
 }
 
 // ListUser returns up to limit of the user's live sessions, newest first,

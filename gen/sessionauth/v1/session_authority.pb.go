@@ -17,6 +17,13 @@
 //   - UNAVAILABLE: Redis is unreachable or did not answer in time. sessiond
 //     fails closed: while Redis is unavailable, no token validates. Retry
 //     with backoff.
+//   - PERMISSION_DENIED: the caller (identified by its client certificate or
+//     API key) may not call this RPC under sessiond's policy. UNAUTHENTICATED
+//     is also the answer when the policy needs an identity and the caller
+//     presented none, or a wrong API key.
+//   - RESOURCE_EXHAUSTED: the caller is over a rate limit (CreateSession
+//     calls, or failed validations and rotations, per caller); the status
+//     carries a google.rpc.RetryInfo with the delay to wait.
 //   - ABORTED: a write lost the race for the user's session index too many
 //     times in a row (many concurrent writes for one user). Nothing was
 //     written; retry.
@@ -471,7 +478,8 @@ type CreateSessionRequest struct {
 	// control characters.
 	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
 	// Optional. The IP address the user logged in from, IPv4 or IPv6 in
-	// textual form (for example "203.0.113.7" or "2001:db8::1").
+	// textual form (for example "203.0.113.7" or "2001:db8::1"), without an
+	// IPv6 zone ("%eth0"). Stored in canonical form.
 	ClientIp string `protobuf:"bytes,3,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
 	// Optional. The user agent the user logged in with. At most 512 bytes, no
 	// control characters.

@@ -17,6 +17,13 @@
 //   - UNAVAILABLE: Redis is unreachable or did not answer in time. sessiond
 //     fails closed: while Redis is unavailable, no token validates. Retry
 //     with backoff.
+//   - PERMISSION_DENIED: the caller (identified by its client certificate or
+//     API key) may not call this RPC under sessiond's policy. UNAUTHENTICATED
+//     is also the answer when the policy needs an identity and the caller
+//     presented none, or a wrong API key.
+//   - RESOURCE_EXHAUSTED: the caller is over a rate limit (CreateSession
+//     calls, or failed validations and rotations, per caller); the status
+//     carries a google.rpc.RetryInfo with the delay to wait.
 //   - ABORTED: a write lost the race for the user's session index too many
 //     times in a row (many concurrent writes for one user). Nothing was
 //     written; retry.
@@ -68,7 +75,8 @@ type SessionAuthorityClient interface {
 	// exactly the cap.
 	//
 	// Errors: INVALID_ARGUMENT (user_id missing, a field over its limit, a
-	// negative or out-of-range ttl or idle_timeout), UNAVAILABLE, ABORTED.
+	// negative or out-of-range ttl or idle_timeout), RESOURCE_EXHAUSTED (the
+	// caller's create rate limit), UNAVAILABLE, ABORTED.
 	CreateSession(ctx context.Context, in *CreateSessionRequest, opts ...grpc.CallOption) (*CreateSessionResponse, error)
 	// ValidateSession answers "is this token a live session, and whose?". It is
 	// the hot path: one Redis round trip. When the session has an idle timeout,
@@ -76,8 +84,10 @@ type SessionAuthorityClient interface {
 	// per touch interval (server flag --touch-interval) per session.
 	//
 	// Errors: INVALID_ARGUMENT (token empty), UNAUTHENTICATED (token unknown,
-	// malformed, expired or revoked), UNAVAILABLE (Redis unreachable: nothing
-	// validates).
+	// malformed, expired or revoked), RESOURCE_EXHAUSTED (the caller has
+	// failed too many validations: every validation is refused until its limit
+	// refills, so that guessing does not pay), UNAVAILABLE (Redis unreachable:
+	// nothing validates).
 	ValidateSession(ctx context.Context, in *ValidateSessionRequest, opts ...grpc.CallOption) (*ValidateSessionResponse, error)
 	// RevokeSession ends one session, by its token (logout) or by its
 	// session_id (an operator, or "sign out that device" in a UI). It is
@@ -114,7 +124,8 @@ type SessionAuthorityClient interface {
 	//
 	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes),
 	// UNAUTHENTICATED (token unknown, malformed, expired, revoked or already
-	// rotated), UNAVAILABLE, ABORTED.
+	// rotated), RESOURCE_EXHAUSTED (failed rotations count against the
+	// failed-validation limit), UNAVAILABLE, ABORTED.
 	RotateSession(ctx context.Context, in *RotateSessionRequest, opts ...grpc.CallOption) (*RotateSessionResponse, error)
 	// WatchRevocations streams every revocation made by any sessiond instance
 	// sharing this Redis, from the moment the stream is established, so that
@@ -244,7 +255,8 @@ type SessionAuthorityServer interface {
 	// exactly the cap.
 	//
 	// Errors: INVALID_ARGUMENT (user_id missing, a field over its limit, a
-	// negative or out-of-range ttl or idle_timeout), UNAVAILABLE, ABORTED.
+	// negative or out-of-range ttl or idle_timeout), RESOURCE_EXHAUSTED (the
+	// caller's create rate limit), UNAVAILABLE, ABORTED.
 	CreateSession(context.Context, *CreateSessionRequest) (*CreateSessionResponse, error)
 	// ValidateSession answers "is this token a live session, and whose?". It is
 	// the hot path: one Redis round trip. When the session has an idle timeout,
@@ -252,8 +264,10 @@ type SessionAuthorityServer interface {
 	// per touch interval (server flag --touch-interval) per session.
 	//
 	// Errors: INVALID_ARGUMENT (token empty), UNAUTHENTICATED (token unknown,
-	// malformed, expired or revoked), UNAVAILABLE (Redis unreachable: nothing
-	// validates).
+	// malformed, expired or revoked), RESOURCE_EXHAUSTED (the caller has
+	// failed too many validations: every validation is refused until its limit
+	// refills, so that guessing does not pay), UNAVAILABLE (Redis unreachable:
+	// nothing validates).
 	ValidateSession(context.Context, *ValidateSessionRequest) (*ValidateSessionResponse, error)
 	// RevokeSession ends one session, by its token (logout) or by its
 	// session_id (an operator, or "sign out that device" in a UI). It is
@@ -290,7 +304,8 @@ type SessionAuthorityServer interface {
 	//
 	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes),
 	// UNAUTHENTICATED (token unknown, malformed, expired, revoked or already
-	// rotated), UNAVAILABLE, ABORTED.
+	// rotated), RESOURCE_EXHAUSTED (failed rotations count against the
+	// failed-validation limit), UNAVAILABLE, ABORTED.
 	RotateSession(context.Context, *RotateSessionRequest) (*RotateSessionResponse, error)
 	// WatchRevocations streams every revocation made by any sessiond instance
 	// sharing this Redis, from the moment the stream is established, so that

@@ -1,0 +1,71 @@
+package server
+
+import (
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Limits are the gRPC transport limits of the server. They bound what one
+// client can make sessiond hold (memory, streams, idle connections, half-done
+// handshakes) without getting in the way of well-behaved clients.
+type Limits struct {
+	// MaxRecvMsgSize is the largest request message, in bytes; a larger one
+	// fails with ResourceExhausted before it is decoded. sessiond's own
+	// requests are at most about 10 KiB (CreateSession with every field at
+	// its limit); an ext_authz CheckRequest carries the HTTP request's
+	// headers, which Envoy should be told to limit (allowed_headers).
+	MaxRecvMsgSize int
+	// MaxConcurrentStreams is the number of calls one connection may have
+	// in flight; more wait on the client side (a gateway opens another
+	// connection). Each WatchRevocations stream counts for the whole time
+	// it is open.
+	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds a call's metadata, in bytes.
+	MaxHeaderListSize uint32
+	// ConnectionTimeout bounds the TLS handshake of a new connection.
+	ConnectionTimeout time.Duration
+	// Enforcement is the keepalive policy for clients: a client that pings
+	// more often than MinTime is disconnected (GOAWAY "too_many_pings").
+	// PermitWithoutStream lets clients keep idle connections warm with
+	// pings (MaxConnectionIdle still closes them).
+	Enforcement keepalive.EnforcementPolicy
+	// Keepalive: a connection without calls for MaxConnectionIdle is closed
+	// (the client reconnects when it needs to); after Time without
+	// activity the server pings the client and closes the connection if no
+	// answer comes within Timeout, so a vanished client (and its
+	// WatchRevocations stream) does not linger. MaxConnectionAge is not
+	// set: it would end every WatchRevocations stream, and each client's
+	// cache with it, on a schedule.
+	Keepalive keepalive.ServerParameters
+}
+
+// DefaultLimits are the limits sessiond runs with.
+var DefaultLimits = Limits{
+	MaxRecvMsgSize:       64 << 10,
+	MaxConcurrentStreams: 1000,
+	MaxHeaderListSize:    16 << 10,
+	ConnectionTimeout:    10 * time.Second,
+	Enforcement: keepalive.EnforcementPolicy{
+		MinTime:             10 * time.Second,
+		PermitWithoutStream: true,
+	},
+	Keepalive: keepalive.ServerParameters{
+		MaxConnectionIdle: 5 * time.Minute,
+		Time:              30 * time.Second,
+		Timeout:           10 * time.Second,
+	},
+}
+
+// ServerOptions returns l as options for grpc.NewServer (GRPCOptions.ServerOptions).
+func (l Limits) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(l.MaxHeaderListSize),
+		grpc.ConnectionTimeout(l.ConnectionTimeout),
+		grpc.KeepaliveEnforcementPolicy(l.Enforcement),
+		grpc.KeepaliveParams(l.Keepalive),
+	}
+}
