@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -42,6 +43,12 @@ func newRedis(c *config, log *slog.Logger) (redis.UniversalClient, func(), error
 			WriteTimeout:          c.redisTimeout,
 			PoolSize:              c.redisPoolSize,
 			ReadOnly:              false,
+			// go-redis reloads the slot map on MOVED replies and on this
+			// timer only, not when a master stops answering: with its 60s
+			// default, the users of a dead master stay unavailable for up to
+			// a minute after its replica took over (measured in
+			// internal/faulttest). One CLUSTER SLOTS a second is cheap.
+			ClusterStateReloadInterval: clusterStateReloadInterval,
 		})
 	case "sentinel":
 		rdb = redis.NewFailoverClient(&redis.FailoverOptions{
@@ -107,6 +114,10 @@ func newRedis(c *config, log *slog.Logger) (redis.UniversalClient, func(), error
 		}
 	}, nil
 }
+
+// clusterStateReloadInterval is how often the Cluster client reloads the
+// slot map.
+const clusterStateReloadInterval = time.Second
 
 // redisTLSConfig is the TLS configuration the flags ask for, or nil.
 func (c *config) redisTLSConfig() (*tls.Config, error) {

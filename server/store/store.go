@@ -32,6 +32,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -529,9 +530,36 @@ func (s *Store) ListUser(ctx context.Context, userID string, limit int, cursor s
 	return sessions, next, nil
 }
 
-// Ping checks that Redis answers.
+// Ping checks that Redis answers. On a Cluster it pings every master and
+// succeeds if any answers: one lost master makes its users fail (with
+// Unavailable) until its replica takes over, but the process can still serve
+// the rest, and every sessiond replica is affected alike, so readiness must
+// not flap with whichever node a single ping happened to reach.
 func (s *Store) Ping(ctx context.Context) error {
-	return wrapErr(ctx, "ping", s.rdb.Ping(ctx).Err())
+	cc, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return wrapErr(ctx, "ping", s.rdb.Ping(ctx).Err())
+	}
+	var answered atomic.Int32
+	var last atomic.Value
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		if err := c.Ping(ctx).Err(); err != nil {
+			last.Store(err)
+		} else {
+			answered.Add(1)
+		}
+		return nil
+	})
+	if answered.Load() > 0 {
+		return nil
+	}
+	if err == nil {
+		err, _ = last.Load().(error)
+	}
+	if err == nil {
+		err = errors.New("no master answered")
+	}
+	return wrapErr(ctx, "ping", err)
 }
 
 func formatID(t tag, member string) string { return t.String() + "_" + member }
