@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -51,6 +52,9 @@ type cache struct {
 		sessionID string
 	}
 	recentLen int
+
+	// The counters of CacheStats, read without mu.
+	hits, misses, revoked, evicted, drops atomic.Uint64
 }
 
 func newCache(size int, ttl time.Duration) *cache {
@@ -68,16 +72,20 @@ func (c *cache) get(token string) (*Session, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.live {
+		c.misses.Add(1)
 		return nil, false
 	}
 	e, ok := c.lru.Get(key)
 	if !ok {
+		c.misses.Add(1)
 		return nil, false
 	}
 	if !c.now().Before(e.until) {
 		c.lru.Remove(key)
+		c.misses.Add(1)
 		return nil, false
 	}
+	c.hits.Add(1)
 	return e.session, true
 }
 
@@ -115,7 +123,9 @@ func (c *cache) add(token string, s *Session, start uint64) {
 		}
 	}
 	key := tokenKey(sha256.Sum256([]byte(token)))
-	c.lru.Add(key, &cacheEntry{key: key, session: s, until: until})
+	if c.lru.Add(key, &cacheEntry{key: key, session: s, until: until}) {
+		c.evicted.Add(1)
+	}
 	c.bySession[s.GetSessionId()] = key
 }
 
@@ -138,8 +148,8 @@ func (c *cache) revoke(sessionIDs []string) {
 	defer c.mu.Unlock()
 	for _, id := range sessionIDs {
 		c.note(id)
-		if key, ok := c.bySession[id]; ok {
-			c.lru.Remove(key)
+		if key, ok := c.bySession[id]; ok && c.lru.Remove(key) {
+			c.revoked.Add(1)
 		}
 	}
 }
@@ -152,6 +162,7 @@ func (c *cache) forget(token string) {
 	if e, ok := c.lru.Peek(key); ok {
 		c.note(e.session.GetSessionId())
 		c.lru.Remove(key)
+		c.revoked.Add(1)
 	}
 }
 
@@ -161,11 +172,57 @@ func (c *cache) setLive(live bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !live {
+		if c.live {
+			c.drops.Add(1)
+		}
 		c.note("")
 		c.lru.Purge()
 		clear(c.bySession)
 	}
 	c.live = live
+}
+
+// CacheStats is what a client's cache (WithCache) has done since New. The
+// counters only grow; clientmetrics exports them to Prometheus.
+type CacheStats struct {
+	// Enabled: the client was built WithCache. Without it, every other
+	// field is zero.
+	Enabled bool
+	// Live: the revocation stream is established and the cache is in use.
+	Live bool
+	// Entries is the number of sessions cached now.
+	Entries int
+	// Hits counts validations answered from the cache.
+	Hits uint64
+	// Misses counts validations that asked sessiond: not cached, expired
+	// from the cache, or the cache was not live.
+	Misses uint64
+	// RevocationEvictions counts cached sessions evicted because they were
+	// revoked (an event on the stream, or Revoke or Rotate through this
+	// client).
+	RevocationEvictions uint64
+	// CapacityEvictions counts cached sessions evicted to make room (the
+	// least recently used, when the cache holds its size).
+	CapacityEvictions uint64
+	// Drops counts the times the whole cache was emptied because its
+	// revocation stream broke (or Close was called).
+	Drops uint64
+}
+
+func (c *cache) stats() CacheStats {
+	c.mu.Lock()
+	live, entries := c.live, c.lru.Len()
+	c.mu.Unlock()
+	return CacheStats{
+		Enabled:             true,
+		Live:                live,
+		Entries:             entries,
+		Hits:                c.hits.Load(),
+		Misses:              c.misses.Load(),
+		RevocationEvictions: c.revoked.Load(),
+		CapacityEvictions:   c.evicted.Load(),
+		Drops:               c.drops.Load(),
+	}
 }
 
 // isLive reports whether the cache is being used.

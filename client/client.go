@@ -112,6 +112,17 @@ func (c *Client) Close() error {
 // WithCache and the revocation stream is established.
 func (c *Client) CacheLive() bool { return c.cache != nil && c.cache.isLive() }
 
+// CacheStats reports what the cache has done since New (see CacheStats);
+// without WithCache it returns the zero CacheStats. It is cheap enough to
+// call on every metrics scrape: package clientmetrics exports it to
+// Prometheus.
+func (c *Client) CacheStats() CacheStats {
+	if c.cache == nil {
+		return CacheStats{}
+	}
+	return c.cache.stats()
+}
+
 // RPC returns the generated client, for call options or fields this package
 // does not wrap.
 func (c *Client) RPC() sessionauthv1.SessionAuthorityClient { return c.rpc }

@@ -56,20 +56,23 @@ func NewGRPCServer(svc *Server, hs *health.Server, opts GRPCOptions) *grpc.Serve
 			return status.Error(codes.Internal, "internal error")
 		}),
 	}
+	// Metrics (WithMetrics) come first, so they count every call, refused
+	// ones included: metrics → logging → auth → recovery.
+	unary, stream := svc.metrics.interceptors()
 	serverOpts := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(
+		grpc.ChainUnaryInterceptor(append(unary,
 			opts.Auth.AuthenticateUnary,
 			logging.UnaryServerInterceptor(logger, logOpts...),
 			opts.Auth.AuthorizeUnary,
 			svc.deadlineUnaryInterceptor,
 			recovery.UnaryServerInterceptor(recoverOpts...),
-		),
-		grpc.ChainStreamInterceptor(
+		)...),
+		grpc.ChainStreamInterceptor(append(stream,
 			opts.Auth.AuthenticateStream,
 			logging.StreamServerInterceptor(logger, logOpts...),
 			opts.Auth.AuthorizeStream,
 			recovery.StreamServerInterceptor(recoverOpts...),
-		),
+		)...),
 	}, opts.ServerOptions...)
 	gs := grpc.NewServer(serverOpts...)
 	sessionauthv1.RegisterSessionAuthorityServer(gs, svc)
@@ -80,6 +83,7 @@ func NewGRPCServer(svc *Server, hs *health.Server, opts GRPCOptions) *grpc.Serve
 	if opts.Reflection {
 		reflection.Register(gs)
 	}
+	svc.metrics.initialize(gs) // a zero series for every method
 	return gs
 }
 

@@ -6,7 +6,8 @@ import "time"
 type Option func(*options)
 
 type options struct {
-	clock func() time.Time
+	clock   func() time.Time
+	metrics *Metrics // metrics.go
 }
 
 var defaultOptions = options{clock: time.Now}

@@ -32,6 +32,7 @@ type revocations struct {
 	mu       sync.Mutex
 	live     bool
 	watchers map[*watcher]struct{}
+	metrics  *Metrics // nil: not measured
 }
 
 type watcher struct {
@@ -44,6 +45,7 @@ func (r *revocations) setLive(live bool, why error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.live = live
+	r.metrics.setSubscribed(live)
 	if !live {
 		for w := range r.watchers {
 			r.dropLocked(w, why)
@@ -56,6 +58,7 @@ func (r *revocations) dropLocked(w *watcher, why error) {
 		return
 	}
 	delete(r.watchers, w)
+	r.metrics.watcherAdded(-1)
 	w.err = why
 	close(w.done)
 }
@@ -71,22 +74,28 @@ func (r *revocations) add() (*watcher, bool) {
 		r.watchers = map[*watcher]struct{}{}
 	}
 	r.watchers[w] = struct{}{}
+	r.metrics.watcherAdded(1)
 	return w, true
 }
 
 func (r *revocations) remove(w *watcher) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.watchers, w)
+	if _, ok := r.watchers[w]; ok {
+		delete(r.watchers, w)
+		r.metrics.watcherAdded(-1)
+	}
 }
 
 func (r *revocations) publish(ev *sessionauthv1.RevocationEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.metrics.revocationPublished()
 	for w := range r.watchers {
 		select {
 		case w.events <- ev:
 		default:
+			r.metrics.watcherLagged()
 			r.dropLocked(w, status.Error(codes.Unavailable, "revocation stream fell too far behind; reconnect"))
 		}
 	}

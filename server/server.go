@@ -80,6 +80,7 @@ type Server struct {
 	now         func() time.Time
 	// createLimit and failedValidations are nil when not limited.
 	createLimit, failedValidations *limiter
+	metrics                        *Metrics // nil: not measured (metrics.go)
 }
 
 // New returns the service over st. It does no I/O.
@@ -88,10 +89,12 @@ func New(st Store, cfg Config, log *slog.Logger, opts ...Option) *Server {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &Server{store: st, cfg: cfg, log: log, now: o.clock,
+	s := &Server{store: o.metrics.InstrumentStore(st), cfg: cfg, log: log, now: o.clock, metrics: o.metrics,
 		createLimit:       newLimiter("CreateSession calls", cfg.CreateLimit, cfg.RateLimitKeys, o.clock),
 		failedValidations: newLimiter("failed validations", cfg.FailedValidationLimit, cfg.RateLimitKeys, o.clock),
 	}
+	s.revocations.metrics = o.metrics
+	return s
 }
 
 // CreateSession implements SessionAuthority.CreateSession.

@@ -51,6 +51,7 @@ type config struct {
 	// per-caller rate limits (ratelimit.go) and the audit log (audit.go)
 	rateLimits rateLimitConfig
 	audit      auditConfig
+	admin      adminConfig // the admin HTTP listener: admin.go
 }
 
 func envName(flagName string) string {
@@ -97,6 +98,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 	c.security.register(fs)
 	c.rateLimits.register(fs)
 	c.audit.register(fs)
+	c.admin.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: sessiond [flags]\n\nsessiond is the session authority: a gRPC service that issues, validates and revokes\nuser sessions kept in Redis.\n\nEvery flag can also be set in the environment as %sNAME (--redis-url: %s).\n\nFlags:\n", envPrefix, envName("redis-url"))
 		fs.PrintDefaults()
@@ -226,5 +228,6 @@ func (c *config) check() error {
 	}
 	errs = append(errs, c.security.check(c.listen)...)
 	errs = append(errs, c.rateLimits.check()...)
+	errs = append(errs, c.admin.check()...)
 	return errors.Join(errs...)
 }

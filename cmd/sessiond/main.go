@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -57,17 +58,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	tr, err := newTracing(ctx, getenv, log) // tracing.go: off unless OTEL_ variables ask
+	if err != nil {
+		return err
+	}
+	defer tr.shutdown(log) // after Redis and gRPC have stopped: flushes their last spans
 
 	rdb, closeRedis, err := newRedis(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeRedis()
+	if err := tr.instrumentRedis(rdb); err != nil {
+		return err
+	}
 	st := store.New(rdb, store.Config{
 		KeyPrefix:          cfg.keyPrefix,
 		MaxSessionsPerUser: cfg.maxSessionsPerUser,
 		TouchInterval:      cfg.touchInterval,
 	})
+	metrics := newMetrics(cfg) // admin.go: nil without an admin listener
 	svc := server.New(st, server.Config{
 		DefaultTTL:         cfg.defaultTTL,
 		MaxTTL:             cfg.maxTTL,
@@ -78,9 +88,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		CreateLimit:           cfg.rateLimits.create,
 		FailedValidationLimit: cfg.rateLimits.failedValidations,
 		Audit:                 audit,
-	}, log)
+	}, log, server.WithMetrics(metrics))
 	hs := health.NewServer()
-	grpcOpts := server.GRPCOptions{Reflection: cfg.reflection, Auth: sec.auth, ServerOptions: sec.serverOptions}
+	grpcOpts := server.GRPCOptions{Reflection: cfg.reflection, Auth: sec.auth, ServerOptions: slices.Concat(sec.serverOptions, tr.serverOptions())}
 	if cfg.extAuthz {
 		grpcOpts.ExtAuthz = &cfg.authz
 	}
@@ -90,19 +100,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	adm, err := newAdmin(cfg, metrics, rdb, hs, log) // admin.go: /metrics, /healthz, /readyz
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
 	log.Info("sessiond serving", "listen", lis.Addr().String(), "redis_mode", cfg.redisMode(), "default_ttl", cfg.defaultTTL, "max_ttl", cfg.maxTTL,
 		"idle_timeout", cfg.idleTimeout, "touch_interval", cfg.touchInterval, "max_sessions_per_user", cfg.maxSessionsPerUser,
-		"key_prefix", cfg.keyPrefix, "ext_authz", cfg.extAuthz)
+		"key_prefix", cfg.keyPrefix, "ext_authz", cfg.extAuthz, "admin_listen", adm.addr())
 
 	healthCtx, stopHealth := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { server.WatchHealth(healthCtx, st, hs, cfg.healthInterval, log) })
+	wg.Go(func() { server.WatchHealth(healthCtx, metrics.InstrumentStore(st), hs, cfg.healthInterval, log) })
 	wg.Go(func() { sec.run(healthCtx, log) }) // reloads certificates, keys and policy
 	revocationsCtx, stopRevocations := context.WithCancel(ctx)
 	defer stopRevocations()
 	wg.Go(func() { svc.RunRevocations(revocationsCtx) })
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- gs.Serve(lis) })
+	wg.Go(adm.serve) // logs, and gRPC goes on, if the admin listener fails
 	if ready != nil {
 		ready <- lis.Addr()
 	}
@@ -124,6 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			<-stopped
 		}
 	}
+	adm.shutdown(cfg.shutdownTimeout) // after gRPC: /metrics and /readyz answer while calls drain
 	stopHealth()
 	stopRevocations()
 	wg.Wait()

@@ -35,7 +35,9 @@ func startRun(t *testing.T, args []string, getenv func(string) string) (*grpc.Cl
 	ready := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	logs := &testutil.SyncBuffer{}
-	go func() { done <- run(ctx, append([]string{"--listen", "127.0.0.1:0"}, args...), getenv, logs, ready) }()
+	go func() {
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...), getenv, logs, ready)
+	}()
 	var addr net.Addr
 	select {
 	case addr = <-ready:

@@ -112,7 +112,11 @@ func testClusterMasterLoss(t *testing.T, args []string, reload, resumeWithin tim
 	}
 	og := measureGap(calls, fault, others)
 	og.log(t, fault, "users of the other masters")
-	if n, back := hw.after(fault); back.IsZero() {
+	// Readiness on a Cluster stays SERVING while any master answers (see
+	// store.Ping); if it did turn NOT_SERVING, it must come back.
+	if n, back := hw.after(fault); n == 0 {
+		t.Logf("health: SERVING throughout (the other masters answered)")
+	} else if back.IsZero() {
 		t.Errorf("health: NOT_SERVING %d times after the kill, and not SERVING again", n)
 	} else {
 		t.Logf("health: NOT_SERVING %d times after the kill; SERVING for good %v after it", n, back.Sub(fault).Round(time.Millisecond))

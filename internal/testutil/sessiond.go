@@ -30,16 +30,17 @@ func BuildSessiond(tb testing.TB) string {
 
 // Process is a sessiond process started by a test.
 type Process struct {
-	Addr string // the gRPC address it listens on
-	cmd  *exec.Cmd
-	done chan struct{}
+	Addr      string // the gRPC address it listens on
+	AdminAddr string // its admin HTTP address (/metrics, /healthz, /readyz)
+	cmd       *exec.Cmd
+	done      chan struct{}
 }
 
-// StartSessiond runs the sessiond binary with args (plus a loopback listen
-// address and JSON logs) until the test ends, and waits until it serves.
+// StartSessiond runs the sessiond binary with args (plus loopback gRPC and
+// admin listen addresses and JSON logs) until the test ends, and waits until it serves.
 func StartSessiond(tb testing.TB, bin string, args ...string) *Process {
 	tb.Helper()
-	cmd := exec.Command(bin, append([]string{"--listen=127.0.0.1:0", "--log-format=json"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0", "--log-format=json"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -49,13 +50,16 @@ func StartSessiond(tb testing.TB, bin string, args ...string) *Process {
 		tb.Fatal(err)
 	}
 	p := &Process{cmd: cmd, done: make(chan struct{})}
-	addr := make(chan string, 1)
+	addr := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			var line struct{ Msg, Listen string }
+			var line struct {
+				Msg, Listen string
+				AdminListen string `json:"admin_listen"`
+			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "sessiond serving" {
-				addr <- line.Listen
+				addr <- [2]string{line.Listen, line.AdminListen}
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
@@ -63,7 +67,8 @@ func StartSessiond(tb testing.TB, bin string, args ...string) *Process {
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	tb.Cleanup(p.Stop)
 	select {
-	case p.Addr = <-addr:
+	case a := <-addr:
+		p.Addr, p.AdminAddr = a[0], a[1]
 	case <-p.done:
 		tb.Fatal("sessiond exited at start")
 	case <-time.After(10 * time.Second):

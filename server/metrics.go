@@ -1,0 +1,293 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/sessiond/sessiond/server/store"
+)
+
+// latencyBuckets (seconds) resolve what a Redis round trip costs on a LAN,
+// from 100µs, up to the default request timeout.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// Metrics is the service's Prometheus instrumentation: the gRPC calls
+// (go-grpc-middleware's server metrics, with handling-time histograms), the
+// store's operations, and the revocation streams. It is a
+// prometheus.Collector: register it on the registry the process serves.
+// Give it to New with WithMetrics; NewGRPCServer then puts its interceptors
+// first in the chain. One Metrics serves one Server.
+type Metrics struct {
+	grpc *grpcprom.ServerMetrics
+
+	storeLatency *prometheus.HistogramVec
+	observers    [numStoreOps][numOutcomes]prometheus.Observer
+
+	watchers         prometheus.Gauge
+	subscriptionUp   prometheus.Gauge
+	revocationEvents prometheus.Counter
+	watchersLagged   prometheus.Counter
+}
+
+// NewMetrics returns the service's metrics, all at zero.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(latencyBuckets))),
+		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sessiond_store_operation_duration_seconds",
+			Help:    "Time one session store operation took (Redis round trips included), by operation and outcome.",
+			Buckets: latencyBuckets,
+		}, []string{"operation", "outcome"}),
+		watchers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sessiond_revocation_watchers",
+			Help: "WatchRevocations streams open on this process.",
+		}),
+		subscriptionUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sessiond_revocation_subscription_up",
+			Help: "1 while this process's Redis subscription to revocation events is live (WatchRevocations streams are served), 0 otherwise.",
+		}),
+		revocationEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sessiond_revocation_events_total",
+			Help: "Revocation events received from Redis and fanned out to the WatchRevocations streams.",
+		}),
+		watchersLagged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sessiond_revocation_watchers_lagged_total",
+			Help: "WatchRevocations streams ended because their client fell too far behind.",
+		}),
+	}
+	// Resolve every series now: the hot path then observes without a lookup,
+	// and every series is exported from the start.
+	for op := range numStoreOps {
+		for oc := range numOutcomes {
+			m.observers[op][oc] = m.storeLatency.WithLabelValues(storeOp(op).String(), outcome(oc).String())
+		}
+	}
+	return m
+}
+
+// WithMetrics instruments the Server with m: its store operations and
+// revocation streams, and (through NewGRPCServer) its gRPC calls. Default:
+// no metrics.
+func WithMetrics(m *Metrics) Option {
+	return func(o *options) { o.metrics = m }
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.grpc, m.storeLatency, m.watchers, m.subscriptionUp, m.revocationEvents, m.watchersLagged}
+}
+
+// interceptors returns the metrics interceptors, or none when m is nil.
+func (m *Metrics) interceptors() ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+	if m == nil {
+		return nil, nil
+	}
+	return []grpc.UnaryServerInterceptor{m.grpc.UnaryServerInterceptor()},
+		[]grpc.StreamServerInterceptor{m.grpc.StreamServerInterceptor()}
+}
+
+// initialize exports a zero series for every method of gs.
+func (m *Metrics) initialize(gs *grpc.Server) {
+	if m != nil {
+		m.grpc.InitializeMetrics(gs)
+	}
+}
+
+// The revocation hooks do nothing on a nil *Metrics.
+
+func (m *Metrics) setSubscribed(live bool) {
+	if m == nil {
+		return
+	}
+	if live {
+		m.subscriptionUp.Set(1)
+	} else {
+		m.subscriptionUp.Set(0)
+	}
+}
+
+func (m *Metrics) watcherAdded(n int) {
+	if m != nil {
+		m.watchers.Add(float64(n))
+	}
+}
+
+func (m *Metrics) revocationPublished() {
+	if m != nil {
+		m.revocationEvents.Inc()
+	}
+}
+
+func (m *Metrics) watcherLagged() {
+	if m != nil {
+		m.watchersLagged.Inc()
+	}
+}
+
+// storeOp names an operation of the store in the latency histogram.
+type storeOp int
+
+const (
+	opCreate storeOp = iota
+	opGet
+	opTouch
+	opRevokeToken
+	opRevoke
+	opRevokeUser
+	opRotate
+	opListUser
+	opPing
+	numStoreOps
+)
+
+func (o storeOp) String() string {
+	return [...]string{"create", "get", "touch", "revoke_token", "revoke", "revoke_user", "rotate", "list_user", "ping"}[o]
+}
+
+// outcome classifies an operation's error as the status mapping does.
+type outcome int
+
+const (
+	outcomeOK outcome = iota
+	outcomeNotFound
+	outcomeUnavailable
+	outcomeTimeout
+	outcomeCanceled
+	outcomeConflict
+	outcomeError
+	numOutcomes
+)
+
+func (o outcome) String() string {
+	return [...]string{"ok", "not_found", "unavailable", "timeout", "canceled", "conflict", "error"}[o]
+}
+
+func outcomeOf(err error) outcome {
+	switch {
+	case err == nil:
+		return outcomeOK
+	case errors.Is(err, store.ErrNotFound):
+		return outcomeNotFound
+	case errors.Is(err, context.DeadlineExceeded):
+		return outcomeTimeout
+	case errors.Is(err, context.Canceled):
+		return outcomeCanceled
+	case errors.Is(err, store.ErrUnavailable):
+		return outcomeUnavailable
+	case errors.Is(err, store.ErrConflict):
+		return outcomeConflict
+	}
+	// Malformed ids, foreign sessions and cursors are the caller's mistakes,
+	// answered without a Redis error: count them as not found rather than as
+	// faults.
+	if errors.Is(err, store.ErrMalformedSessionID) || errors.Is(err, store.ErrForeignSession) || errors.Is(err, store.ErrMalformedCursor) {
+		return outcomeNotFound
+	}
+	return outcomeError
+}
+
+// observe records one operation that started at start.
+func (m *Metrics) observe(op storeOp, start time.Time, err error) {
+	m.observers[op][outcomeOf(err)].Observe(time.Since(start).Seconds())
+}
+
+// meteredStore times every operation of the Store it wraps. It is how the
+// store is measured without server/store knowing about Prometheus.
+type meteredStore struct {
+	Store
+	m *Metrics
+}
+
+func (s meteredStore) Create(ctx context.Context, ns store.NewSession) (*store.Created, error) {
+	start := time.Now()
+	c, err := s.Store.Create(ctx, ns)
+	s.m.observe(opCreate, start, err)
+	return c, err
+}
+
+func (s meteredStore) Get(ctx context.Context, token string) (*store.Session, error) {
+	start := time.Now()
+	sess, err := s.Store.Get(ctx, token)
+	s.m.observe(opGet, start, err)
+	return sess, err
+}
+
+func (s meteredStore) Touch(ctx context.Context, sess *store.Session) (*store.Session, error) {
+	start := time.Now()
+	t, err := s.Store.Touch(ctx, sess)
+	s.m.observe(opTouch, start, err)
+	return t, err
+}
+
+func (s meteredStore) RevokeTokenEvent(ctx context.Context, token string) (*store.Revocation, error) {
+	start := time.Now()
+	r, err := s.Store.RevokeTokenEvent(ctx, token)
+	s.m.observe(opRevokeToken, start, err)
+	return r, err
+}
+
+func (s meteredStore) RevokeEvent(ctx context.Context, sessionID string) (*store.Revocation, error) {
+	start := time.Now()
+	r, err := s.Store.RevokeEvent(ctx, sessionID)
+	s.m.observe(opRevoke, start, err)
+	return r, err
+}
+
+func (s meteredStore) RevokeUserEvent(ctx context.Context, userID, exceptID string) (*store.Revocation, error) {
+	start := time.Now()
+	r, err := s.Store.RevokeUserEvent(ctx, userID, exceptID)
+	s.m.observe(opRevokeUser, start, err)
+	return r, err
+}
+
+func (s meteredStore) Rotate(ctx context.Context, token string) (*store.Created, error) {
+	start := time.Now()
+	c, err := s.Store.Rotate(ctx, token)
+	s.m.observe(opRotate, start, err)
+	return c, err
+}
+
+func (s meteredStore) ListUser(ctx context.Context, userID string, limit int, cursor string) ([]*store.Session, string, error) {
+	start := time.Now()
+	list, next, err := s.Store.ListUser(ctx, userID, limit, cursor)
+	s.m.observe(opListUser, start, err)
+	return list, next, err
+}
+
+func (s meteredStore) Ping(ctx context.Context) error {
+	start := time.Now()
+	err := s.Store.Ping(ctx)
+	s.m.observe(opPing, start, err)
+	return err
+}
+
+// InstrumentStore returns st with its operations timed by m (the health
+// pings of WatchHealth, say); with a nil m it returns st. WithMetrics
+// already instruments the Server's own store.
+func (m *Metrics) InstrumentStore(st Store) Store {
+	if m == nil {
+		return st
+	}
+	if _, ok := st.(meteredStore); ok {
+		return st
+	}
+	return meteredStore{Store: st, m: m}
+}
