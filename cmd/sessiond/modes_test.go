@@ -120,12 +120,22 @@ func TestRunOverTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := writeTestCerts(t, dir)
 	port := redistest.FreePort(t)
-	srv := redistest.Start(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", certFile, "--tls-key-file", keyFile,
-		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "optional")
-	_ = srv
+	// Redis requires a client certificate signed by the CA.
+	redistest.Start(t, "--tls-port", strconv.Itoa(port), "--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "yes")
 	url := "rediss://" + net.JoinHostPort("localhost", strconv.Itoa(port))
-	conn, _, _ := startRun(t, []string{"--redis-url=" + url, "--redis-tls-ca-file=" + caFile}, noEnv)
+	conn, _, _ := startRun(t, []string{"--redis-url=" + url, "--redis-tls-ca-file=" + caFile,
+		"--redis-tls-cert-file=" + certFile, "--redis-tls-key-file=" + keyFile}, noEnv)
 	exercise(t, conn)
+
+	// Without the client certificate Redis refuses the handshake: fail closed.
+	conn2, _, _ := startRun(t, []string{"--redis-url=" + url, "--redis-tls-ca-file=" + caFile, "--request-timeout=1s"}, noEnv)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := sessionauthv1.NewSessionAuthorityClient(conn2).CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "u"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("without a client certificate: %v, want Unavailable", err)
+	}
 }
 
 // writeTestCerts writes a CA and a server certificate for localhost signed by
@@ -144,7 +154,7 @@ func writeTestCerts(t *testing.T, dir string) (ca, cert, key string) {
 	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
 		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caTmpl, &srvKey.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
