@@ -583,3 +583,20 @@ func TestPanicIsInternalAndServerSurvives(t *testing.T) {
 		t.Fatalf("the panic was not logged:\n%s", logs)
 	}
 }
+
+// At info level the cheap logging path logs only what an operator must see.
+func TestLogFinishedAtInfoLevel(t *testing.T) {
+	t.Parallel()
+	logs := &testutil.SyncBuffer{}
+	s := New(nil, DefaultConfig, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	ctx := context.Background()
+	s.logFinished(ctx, "/sessionauth.v1.SessionAuthority/ValidateSession", time.Now(), nil)
+	s.logFinished(ctx, "/sessionauth.v1.SessionAuthority/ValidateSession", time.Now(), status.Error(codes.Unauthenticated, "x"))
+	if logs.String() != "" {
+		t.Fatalf("routine outcomes were logged at info level: %s", logs)
+	}
+	s.logFinished(ctx, "/sessionauth.v1.SessionAuthority/CreateSession", time.Now(), status.Error(codes.Unavailable, "session store unavailable"))
+	if out := logs.String(); !strings.Contains(out, "level=WARN") || !strings.Contains(out, "grpc.code=Unavailable") || !strings.Contains(out, "CreateSession") {
+		t.Fatalf("an Unavailable call logged as %q", out)
+	}
+}

@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc/health"
+
+	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/internal/testutil"
+	"github.com/sessiond/sessiond/server/store"
+)
+
+// benchService is the service on a real redis-server, without gRPC.
+func benchService(b *testing.B) (*Server, []string) {
+	b.Helper()
+	srv := redistest.Start(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), ContextTimeoutEnabled: true})
+	b.Cleanup(func() { _ = rdb.Close() })
+	svc := New(store.New(rdb, store.Config{TouchInterval: time.Hour}), DefaultConfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var tokens []string
+	for i := range 100 {
+		resp, err := svc.CreateSession(context.Background(), &sessionauthv1.CreateSessionRequest{
+			UserId: "bench-user-" + string(rune('a'+i%26)), Email: "user@example.com", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140",
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tokens = append(tokens, resp.GetToken())
+	}
+	return svc, tokens
+}
+
+// BenchmarkValidateSession is the hot path without the network to the
+// caller: request validation, one HGETALL, decoding, the response. Run with
+// -benchmem: allocs/op is the figure to keep low.
+func BenchmarkValidateSession(b *testing.B) {
+	svc, tokens := benchService(b)
+	ctx := context.Background()
+	reqs := make([]*sessionauthv1.ValidateSessionRequest, len(tokens))
+	for i, t := range tokens {
+		reqs[i] = &sessionauthv1.ValidateSessionRequest{Token: t}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := svc.ValidateSession(ctx, reqs[i%len(reqs)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkValidateSessionGRPC adds gRPC (client and server, loopback TCP)
+// and the server's interceptors.
+func BenchmarkValidateSessionGRPC(b *testing.B) {
+	svc, tokens := benchService(b)
+	conn := testutil.Serve(b, NewGRPCServer(svc, health.NewServer(), GRPCOptions{}))
+	c := sessionauthv1.NewSessionAuthorityClient(conn)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := c.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: tokens[i%len(tokens)]}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCreateSession is the create path without gRPC: validation, the
+// WATCH, the read of the index, the MULTI/EXEC.
+func BenchmarkCreateSession(b *testing.B) {
+	svc, _ := benchService(b)
+	ctx := context.Background()
+	req := &sessionauthv1.CreateSessionRequest{UserId: "creator", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140"}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := svc.CreateSession(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
