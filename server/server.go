@@ -136,11 +136,7 @@ func (s *Server) CreateSession(ctx context.Context, req *sessionauthv1.CreateSes
 // ValidateSession implements SessionAuthority.ValidateSession.
 func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.ValidateSessionRequest) (*sessionauthv1.ValidateSessionResponse, error) {
 	var v invalid
-	if tok := req.GetToken(); tok == "" {
-		v.add("token", "is required")
-	} else if len(tok) > maxTokenBytes {
-		v.add("token", "is %d bytes; the limit is %d", len(tok), maxTokenBytes)
-	}
+	v.token(req.GetToken())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -182,11 +178,7 @@ func (s *Server) validate(ctx context.Context, key, token string) (*store.Sessio
 // RotateSession implements SessionAuthority.RotateSession.
 func (s *Server) RotateSession(ctx context.Context, req *sessionauthv1.RotateSessionRequest) (*sessionauthv1.RotateSessionResponse, error) {
 	var v invalid
-	if tok := req.GetToken(); tok == "" {
-		v.add("token", "is required")
-	} else if len(tok) > maxTokenBytes {
-		v.add("token", "is %d bytes; the limit is %d", len(tok), maxTokenBytes)
-	}
+	v.token(req.GetToken())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -218,12 +210,7 @@ func (s *Server) RevokeSession(ctx context.Context, req *sessionauthv1.RevokeSes
 	)
 	switch t := req.GetTarget().(type) {
 	case *sessionauthv1.RevokeSessionRequest_Token:
-		switch {
-		case t.Token == "":
-			v.add("token", "is required")
-		case len(t.Token) > maxTokenBytes:
-			v.add("token", "is %d bytes; the limit is %d", len(t.Token), maxTokenBytes)
-		}
+		v.token(t.Token)
 		if err := v.err(); err != nil {
 			return nil, err
 		}

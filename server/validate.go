@@ -58,6 +58,17 @@ func (v *invalid) err() error {
 	return st.Err()
 }
 
+// token checks a token field's presence and size; its form is the store's
+// to judge (a malformed token is Unauthenticated, not InvalidArgument).
+func (v *invalid) token(tok string) {
+	switch {
+	case tok == "":
+		v.add("token", "is required")
+	case len(tok) > maxTokenBytes:
+		v.add("token", "is %d bytes; the limit is %d", len(tok), maxTokenBytes)
+	}
+}
+
 // text checks a free-text field: valid UTF-8, no control characters, at most
 // limit bytes.
 func (v *invalid) text(field, s string, limit int, required bool) {
