@@ -88,7 +88,7 @@ func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3
 		log.DebugContext(ctx, "ext_authz denied: no session token")
 		return unauthenticated(noTokenReason), nil
 	}
-	sess, err := a.svc.validate(ctx, checkRateLimitKey(ctx, req), cred.token)
+	sess, err := a.svc.validate(ctx, func() string { return checkRateLimitKey(ctx, req) }, cred.token)
 	if err != nil {
 		st := status.Convert(a.svc.toStatus(ctx, err))
 		log.DebugContext(ctx, "ext_authz denied", "code", st.Code().String())

@@ -115,6 +115,17 @@ func (l *limiter) take(key string) error {
 	return nil
 }
 
+// tracking reports whether any caller has a bucket: when none has, check
+// would answer nil for every key, so callers need not compute one.
+func (l *limiter) tracking() bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets) > 0
+}
+
 // check reports the error to answer if key's bucket holds no token, without
 // spending one: the call goes ahead, and charge spends the token if its
 // outcome counts.

@@ -140,7 +140,7 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	sess, err := s.validate(ctx, rateLimitKey(ctx), req.GetToken())
+	sess, err := s.validate(ctx, func() string { return rateLimitKey(ctx) }, req.GetToken())
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -152,13 +152,19 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 // against key (see Config.FailedValidationLimit); over the limit, a call is
 // refused before the read, whatever its token: answering a good guess would
 // defeat the limit.
-func (s *Server) validate(ctx context.Context, key, token string) (*store.Session, error) {
-	if err := s.failedValidations.check(key); err != nil {
-		return nil, err
+//
+// key is computed only when a limit needs it (someone has failed recently, or
+// this call failed): on the hot path it would cost a parse of the peer
+// address for nothing.
+func (s *Server) validate(ctx context.Context, key func() string, token string) (*store.Session, error) {
+	if s.failedValidations.tracking() {
+		if err := s.failedValidations.check(key()); err != nil {
+			return nil, err
+		}
 	}
 	sess, err := s.store.Get(ctx, token)
-	if errors.Is(err, store.ErrNotFound) {
-		s.failedValidations.charge(key)
+	if errors.Is(err, store.ErrNotFound) && s.failedValidations != nil {
+		s.failedValidations.charge(key())
 	}
 	if err != nil {
 		return nil, err
