@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/sessiond/sessiond/server/access"
 	"github.com/sessiond/sessiond/server/store"
 )
 
@@ -31,7 +32,7 @@ import (
 //	except_session_id
 //	           user_revoked: the session kept, if the call named one
 //	user_id    the sessions' user
-//	caller     who called: {name, addr} (see Caller)
+//	caller     who called: {name, addr} (see access.Caller)
 //	method     the gRPC method called
 //
 // An event never holds a token or a token's hash. Events are written after
@@ -77,7 +78,7 @@ func (s *Server) auditEvent(ctx context.Context, event string, attrs ...slog.Att
 	r := slog.NewRecord(s.now(), slog.LevelInfo, event, 0)
 	r.AddAttrs(slog.String("log_type", auditLogType))
 	r.AddAttrs(attrs...)
-	r.AddAttrs(slog.Any("caller", CallerFromContext(ctx)))
+	r.AddAttrs(slog.Any("caller", access.CallerFromContext(ctx)))
 	if m, ok := grpc.Method(ctx); ok {
 		r.AddAttrs(slog.String("method", m))
 	}

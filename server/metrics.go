@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -20,8 +19,8 @@ var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .02
 // (go-grpc-middleware's server metrics, with handling-time histograms), the
 // store's operations, and the revocation streams. It is a
 // prometheus.Collector: register it on the registry the process serves.
-// Give it to New with WithMetrics; NewGRPCServer then puts its interceptors
-// first in the chain. One Metrics serves one Server.
+// Give it to New in Config.Metrics, and put its Interceptors first in the
+// server's chain. One Metrics serves one Server.
 type Metrics struct {
 	grpc *grpcprom.ServerMetrics
 
@@ -70,13 +69,6 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// WithMetrics instruments the Server with m: its store operations and
-// revocation streams, and (through NewGRPCServer) its gRPC calls. Default:
-// no metrics.
-func WithMetrics(m *Metrics) Option {
-	return func(o *options) { o.metrics = m }
-}
-
 // Describe implements prometheus.Collector.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.collectors() {
@@ -95,8 +87,10 @@ func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.grpc, m.storeLatency, m.watchers, m.subscriptionUp, m.revocationEvents, m.watchersLagged}
 }
 
-// interceptors returns the metrics interceptors, or none when m is nil.
-func (m *Metrics) interceptors() ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+// Interceptors returns the interceptors that measure the gRPC calls, to go
+// first in the server's chain so that refused calls count too; none when m
+// is nil.
+func (m *Metrics) Interceptors() ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	if m == nil {
 		return nil, nil
 	}
@@ -104,8 +98,9 @@ func (m *Metrics) interceptors() ([]grpc.UnaryServerInterceptor, []grpc.StreamSe
 		[]grpc.StreamServerInterceptor{m.grpc.StreamServerInterceptor()}
 }
 
-// initialize exports a zero series for every method of gs.
-func (m *Metrics) initialize(gs *grpc.Server) {
+// InitializeMetrics exports a zero series for every method of gs (nothing
+// when m is nil).
+func (m *Metrics) InitializeMetrics(gs *grpc.Server) {
 	if m != nil {
 		m.grpc.InitializeMetrics(gs)
 	}
@@ -180,26 +175,24 @@ func (o outcome) String() string {
 	return [...]string{"ok", "not_found", "unavailable", "timeout", "canceled", "conflict", "error"}[o]
 }
 
+// outcomeOf is an operation's outcome, from the one classification of
+// errors (classify). Malformed ids, foreign sessions and cursors are the
+// caller's mistakes, answered without a Redis error: they count as not found
+// rather than as faults.
 func outcomeOf(err error) outcome {
-	switch {
-	case err == nil:
+	switch classify(err) {
+	case classOK:
 		return outcomeOK
-	case errors.Is(err, store.ErrNotFound):
+	case classNotFound, classMalformed:
 		return outcomeNotFound
-	case errors.Is(err, context.DeadlineExceeded):
+	case classTimeout:
 		return outcomeTimeout
-	case errors.Is(err, context.Canceled):
+	case classCanceled:
 		return outcomeCanceled
-	case errors.Is(err, store.ErrUnavailable):
+	case classUnavailable:
 		return outcomeUnavailable
-	case errors.Is(err, store.ErrConflict):
+	case classConflict:
 		return outcomeConflict
-	}
-	// Malformed ids, foreign sessions and cursors are the caller's mistakes,
-	// answered without a Redis error: count them as not found rather than as
-	// faults.
-	if errors.Is(err, store.ErrMalformedSessionID) || errors.Is(err, store.ErrForeignSession) || errors.Is(err, store.ErrMalformedCursor) {
-		return outcomeNotFound
 	}
 	return outcomeError
 }
@@ -237,23 +230,23 @@ func (s meteredStore) Touch(ctx context.Context, sess *store.Session) (*store.Se
 	return t, err
 }
 
-func (s meteredStore) RevokeTokenEvent(ctx context.Context, token string) (*store.Revocation, error) {
+func (s meteredStore) RevokeToken(ctx context.Context, token string) (*store.Revocation, error) {
 	start := time.Now()
-	r, err := s.Store.RevokeTokenEvent(ctx, token)
+	r, err := s.Store.RevokeToken(ctx, token)
 	s.m.observe(opRevokeToken, start, err)
 	return r, err
 }
 
-func (s meteredStore) RevokeEvent(ctx context.Context, sessionID string) (*store.Revocation, error) {
+func (s meteredStore) Revoke(ctx context.Context, sessionID string) (*store.Revocation, error) {
 	start := time.Now()
-	r, err := s.Store.RevokeEvent(ctx, sessionID)
+	r, err := s.Store.Revoke(ctx, sessionID)
 	s.m.observe(opRevoke, start, err)
 	return r, err
 }
 
-func (s meteredStore) RevokeUserEvent(ctx context.Context, userID, exceptID string) (*store.Revocation, error) {
+func (s meteredStore) RevokeUser(ctx context.Context, userID, exceptID string) (*store.Revocation, error) {
 	start := time.Now()
-	r, err := s.Store.RevokeUserEvent(ctx, userID, exceptID)
+	r, err := s.Store.RevokeUser(ctx, userID, exceptID)
 	s.m.observe(opRevokeUser, start, err)
 	return r, err
 }
@@ -279,10 +272,9 @@ func (s meteredStore) Ping(ctx context.Context) error {
 	return err
 }
 
-// InstrumentStore returns st with its operations timed by m (the health
-// pings of WatchHealth, say); with a nil m it returns st. WithMetrics
-// already instruments the Server's own store.
-func (m *Metrics) InstrumentStore(st Store) Store {
+// instrumentStore returns st with its operations timed by m; with a nil m it
+// returns st.
+func (m *Metrics) instrumentStore(st Store) Store {
 	if m == nil {
 		return st
 	}

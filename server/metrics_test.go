@@ -30,11 +30,11 @@ func TestStoreOutcome(t *testing.T) {
 	}
 	var m *Metrics
 	st := Store(nil)
-	if m.InstrumentStore(st) != st {
+	if m.instrumentStore(st) != st {
 		t.Fatal("a nil *Metrics wrapped the store")
 	}
 	m = NewMetrics()
-	wrapped := m.InstrumentStore(meteredStore{})
+	wrapped := m.instrumentStore(meteredStore{})
 	if _, ok := wrapped.(meteredStore); !ok || wrapped.(meteredStore).m != nil {
 		t.Fatal("InstrumentStore wrapped a store twice")
 	}

@@ -1,16 +1,12 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"math"
-	"net"
-	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,9 +25,8 @@ type RateLimit struct {
 	Burst int
 }
 
-// DefaultRateLimitKeys is how many callers a limit tracks at most when
-// Config.RateLimitKeys is 0.
-const DefaultRateLimitKeys = 10_000
+// maxRateLimitKeys is how many callers a limit tracks at most.
+const maxRateLimitKeys = 10_000
 
 // rateLimitSweepEvery is how often, at most, the idle buckets are dropped
 // from memory (on the next call; no goroutine).
@@ -75,7 +70,7 @@ func newLimiter(what string, l RateLimit, maxKeys int, now func() time.Time) *li
 		return nil
 	}
 	if maxKeys <= 0 {
-		maxKeys = DefaultRateLimitKeys
+		maxKeys = maxRateLimitKeys
 	}
 	return &limiter{what: what, limit: l, burst: l.burst(), maxKeys: maxKeys, now: now,
 		buckets: map[string]*bucket{}, lastSweep: now()}
@@ -215,68 +210,25 @@ func (l *limiter) exhausted(retry time.Duration) error {
 	if withInfo, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)}); err == nil {
 		st = withInfo
 	}
-	return &rateLimitedError{st: st, retry: retry}
+	return &rateLimitedError{st: st}
 }
 
 // rateLimitedError is a call refused by a rate limit. toStatus answers it as
 // its status.
 type rateLimitedError struct {
-	st    *status.Status
-	retry time.Duration
+	st *status.Status
 }
 
 func (e *rateLimitedError) Error() string              { return e.st.Message() }
 func (e *rateLimitedError) GRPCStatus() *status.Status { return e.st }
 
-// rateLimitKey is whom a rate limit counts a call against: the caller's name,
-// or for an anonymous caller its IP address (see ipKey).
-func rateLimitKey(ctx context.Context) string {
-	c := CallerFromContext(ctx)
-	if c.Name != "" && c.Name != Anonymous {
-		return "name:" + c.Name
-	}
-	return ipKey(c.Addr)
-}
-
-// ipKey is the rate limit key of a network address: its IP, or for IPv6 its
-// /64, which one host usually holds whole.
-func ipKey(addr string) string {
-	host := addr
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		host = h
-	}
-	if ip, err := netip.ParseAddr(host); err == nil {
-		ip = ip.Unmap()
-		if ip.Is6() {
-			if p, err := ip.Prefix(64); err == nil {
-				return "ip:" + p.String()
-			}
-		}
-		return "ip:" + ip.String()
-	}
-	return "addr:" + host
-}
-
-// retryAfter is the Retry-After header value (whole seconds, at least 1) for
-// st's google.rpc.RetryInfo detail; "1" without one.
-func retryAfter(st *status.Status) string {
+// RetryAfter is the HTTP Retry-After header value (whole seconds, at least 1)
+// for st's google.rpc.RetryInfo detail; "1" without one.
+func RetryAfter(st *status.Status) string {
 	for _, d := range st.Details() {
 		if ri, ok := d.(*errdetails.RetryInfo); ok {
 			return strconv.FormatInt(int64(max(1, math.Ceil(ri.GetRetryDelay().AsDuration().Seconds()))), 10)
 		}
 	}
 	return "1"
-}
-
-// checkRateLimitKey is whom an ext_authz Check's failed validation counts
-// against: the gateway (the caller), per downstream client address the
-// gateway reports. Counted per gateway alone, one client sending bad cookies
-// would get every user behind the gateway a 429.
-func checkRateLimitKey(ctx context.Context, req *authv3.CheckRequest) string {
-	key := rateLimitKey(ctx)
-	client := req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
-	if client == "" {
-		return key
-	}
-	return key + "|client:" + ipKey(client)
 }

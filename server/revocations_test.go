@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/server"
 )
 
 // openWatch opens a WatchRevocations stream and waits for its headers, i.e.
@@ -21,10 +22,10 @@ func openWatch(t *testing.T, e *env) sessionauthv1.SessionAuthority_WatchRevocat
 	t.Cleanup(cancel)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		stream, err := e.client.WatchRevocations(ctx, &sessionauthv1.WatchRevocationsRequest{})
+		stream, err := e.Client.WatchRevocations(ctx, &sessionauthv1.WatchRevocationsRequest{})
 		if err == nil {
 			var md metadata.MD
-			if md, err = stream.Header(); err == nil && len(md.Get(WatchReadyHeader)) == 1 {
+			if md, err = stream.Header(); err == nil && len(md.Get(server.WatchReadyHeader)) == 1 {
 				return stream
 			}
 		}
@@ -43,10 +44,10 @@ func TestWatchRevocations(t *testing.T) {
 	a := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"})
 	b := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"})
 	c := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"})
-	if _, err := e.client.RevokeSession(ctx, &sessionauthv1.RevokeSessionRequest{Target: &sessionauthv1.RevokeSessionRequest_Token{Token: a.GetToken()}}); err != nil {
+	if _, err := e.Client.RevokeSession(ctx, &sessionauthv1.RevokeSessionRequest{Target: &sessionauthv1.RevokeSessionRequest_Token{Token: a.GetToken()}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.client.RevokeUserSessions(ctx, &sessionauthv1.RevokeUserSessionsRequest{UserId: "u", ExceptSessionId: c.GetSession().GetSessionId()}); err != nil {
+	if _, err := e.Client.RevokeUserSessions(ctx, &sessionauthv1.RevokeUserSessionsRequest{UserId: "u", ExceptSessionId: c.GetSession().GetSessionId()}); err != nil {
 		t.Fatal(err)
 	}
 	for i, stream := range streams {
@@ -72,7 +73,7 @@ func TestWatchRevocations(t *testing.T) {
 
 	// Losing Redis ends every stream with Unavailable: the client must drop
 	// its cache, since events may be missed from now on.
-	e.redis.Stop()
+	e.Redis.Stop()
 	for i, stream := range streams {
 		done := make(chan error, 1)
 		go func() { _, err := stream.Recv(); done <- err }()
@@ -86,7 +87,7 @@ func TestWatchRevocations(t *testing.T) {
 		}
 	}
 	// And no new stream is accepted while there is no subscription.
-	stream, err := e.client.WatchRevocations(ctx, &sessionauthv1.WatchRevocationsRequest{})
+	stream, err := e.Client.WatchRevocations(ctx, &sessionauthv1.WatchRevocationsRequest{})
 	if err == nil {
 		_, err = stream.Recv()
 	}

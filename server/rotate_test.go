@@ -1,4 +1,4 @@
-package server
+package server_test
 
 import (
 	"maps"
@@ -22,8 +22,8 @@ func TestRotateSession(t *testing.T) {
 		UserId: "u", Email: "u@example.com", ClientIp: "192.0.2.1", UserAgent: "ua", Attributes: map[string]string{"role": "user"},
 		Ttl: durationpb.New(time.Hour), IdleTimeout: durationpb.New(10 * time.Minute),
 	})
-	e.clock.Advance(5 * time.Minute)
-	rotated, err := e.client.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: old.GetToken()})
+	e.Clock.Advance(5 * time.Minute)
+	rotated, err := e.Client.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: old.GetToken()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,12 +39,12 @@ func TestRotateSession(t *testing.T) {
 	if got := n.GetIdleExpiresAt().AsTime().Sub(n.GetLastSeenAt().AsTime()); got != 10*time.Minute || !n.GetLastSeenAt().AsTime().After(o.GetLastSeenAt().AsTime()) {
 		t.Fatalf("the idle timeout did not restart: last seen %v, idle expiry %v", n.GetLastSeenAt().AsTime(), n.GetIdleExpiresAt().AsTime())
 	}
-	_, err = e.client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: old.GetToken()})
+	_, err = e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: old.GetToken()})
 	wantCode(t, err, codes.Unauthenticated, "the old token after rotation")
-	if v, err := e.client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: rotated.GetToken()}); err != nil || v.GetSession().GetSessionId() != n.GetSessionId() {
+	if v, err := e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: rotated.GetToken()}); err != nil || v.GetSession().GetSessionId() != n.GetSessionId() {
 		t.Fatalf("the new token: %v, %v", v, err)
 	}
-	list, err := e.client.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: "u"})
+	list, err := e.Client.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: "u"})
 	if err != nil || len(list.GetSessions()) != 1 || list.GetSessions()[0].GetSessionId() != n.GetSessionId() {
 		t.Fatalf("the user's index after rotation: %v, %v", list, err)
 	}
@@ -52,9 +52,9 @@ func TestRotateSession(t *testing.T) {
 	if err != nil || ev.GetReason() != sessionauthv1.RevocationEvent_REASON_ROTATED || ev.GetSessionIds()[0] != o.GetSessionId() {
 		t.Fatalf("revocation event %v, %v; want the old id, rotated", ev, err)
 	}
-	_, err = e.client.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: old.GetToken()})
+	_, err = e.Client.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: old.GetToken()})
 	wantCode(t, err, codes.Unauthenticated, "rotating an old token again")
-	_, err = e.client.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{})
+	_, err = e.Client.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{})
 	wantCode(t, err, codes.InvalidArgument, "rotating an empty token")
 }
 
@@ -70,7 +70,7 @@ func TestConcurrentRotationHasOneWinner(t *testing.T) {
 		var winners []string
 		for range n {
 			wg.Go(func() {
-				r, err := e.client.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: tok})
+				r, err := e.Client.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: tok})
 				switch status.Code(err) {
 				case codes.OK:
 					mu.Lock()
@@ -86,14 +86,14 @@ func TestConcurrentRotationHasOneWinner(t *testing.T) {
 		if len(winners) != 1 {
 			t.Fatalf("round %d: %d of %d concurrent rotations succeeded, want exactly 1", round, len(winners), n)
 		}
-		if _, err := e.client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: winners[0]}); err != nil {
+		if _, err := e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: winners[0]}); err != nil {
 			t.Fatalf("the winner's token: %v", err)
 		}
-		if _, err := e.client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: tok}); status.Code(err) != codes.Unauthenticated {
+		if _, err := e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: tok}); status.Code(err) != codes.Unauthenticated {
 			t.Fatalf("the rotated token still validates: %v", err)
 		}
 	}
-	list, err := e.client.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: "racer"})
+	list, err := e.Client.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: "racer"})
 	if err != nil || len(list.GetSessions()) != 5 {
 		t.Fatalf("after 5 contested rotations the user has %d sessions (%v), want 5", len(list.GetSessions()), err)
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/server/access"
 	"github.com/sessiond/sessiond/server/store"
 )
 
@@ -22,52 +23,87 @@ import (
 type Store interface {
 	Create(ctx context.Context, ns store.NewSession) (*store.Created, error)
 	Get(ctx context.Context, token string) (*store.Session, error)
-	TouchDue(sess *store.Session) bool
 	Touch(ctx context.Context, sess *store.Session) (*store.Session, error)
-	RevokeTokenEvent(ctx context.Context, token string) (*store.Revocation, error)
-	RevokeEvent(ctx context.Context, sessionID string) (*store.Revocation, error)
-	RevokeUserEvent(ctx context.Context, userID, exceptID string) (*store.Revocation, error)
+	RevokeToken(ctx context.Context, token string) (*store.Revocation, error)
+	Revoke(ctx context.Context, sessionID string) (*store.Revocation, error)
+	RevokeUser(ctx context.Context, userID, exceptID string) (*store.Revocation, error)
 	Rotate(ctx context.Context, token string) (*store.Created, error)
 	ListUser(ctx context.Context, userID string, limit int, cursor string) ([]*store.Session, string, error)
 	WatchRevocations(ctx context.Context, ready func(), onEvent func(store.Revocation)) error
 	Ping(ctx context.Context) error
 }
 
-// Config is the service's policy.
+// The defaults of Config's lifetimes and timeout.
+const (
+	DefaultTTL            = 24 * time.Hour
+	DefaultMaxTTL         = 30 * 24 * time.Hour
+	DefaultIdleTimeout    = time.Hour
+	DefaultRequestTimeout = 5 * time.Second
+)
+
+// Config is the service's policy and instrumentation. The zero value is a
+// working service: each field's zero value means the default written on it.
 type Config struct {
-	// DefaultTTL is the absolute lifetime of a session whose request sets none.
+	// DefaultTTL is the absolute lifetime of a session whose request sets
+	// none; 0 means DefaultTTL (24h).
 	DefaultTTL time.Duration
-	// MaxTTL is the longest lifetime a request may ask for.
+	// MaxTTL is the longest lifetime a request may ask for; 0 means
+	// DefaultMaxTTL (30 days), or DefaultTTL if that is longer.
 	MaxTTL time.Duration
-	// DefaultIdleTimeout applies when a request sets none; 0 means sessions
-	// have no idle timeout unless the request sets one.
+	// DefaultIdleTimeout applies when a request sets none; 0 means
+	// DefaultIdleTimeout (1h), and a negative value no idle timeout unless
+	// the request sets one.
 	DefaultIdleTimeout time.Duration
-	// RequestTimeout bounds the time one call may wait for the store, whatever
-	// the caller's deadline; past it the call fails with Unavailable.
+	// RequestTimeout bounds the time one call may wait for the store,
+	// whatever the caller's deadline; past it the call fails with
+	// Unavailable (see UnaryDeadlineInterceptor). 0 means
+	// DefaultRequestTimeout (5s); a negative value sets no bound.
 	RequestTimeout time.Duration
 	// CreateLimit limits CreateSession calls per caller (see RateLimit);
 	// over it a call fails with ResourceExhausted. Zero: no limit.
 	CreateLimit RateLimit
 	// FailedValidationLimit limits, per caller, the validations
-	// (ValidateSession, ext_authz Check) of a token that is not a live
+	// (ValidateSession, ValidateToken) of a token that is not a live
 	// session's; successful validations spend nothing. A caller over it gets
-	// ResourceExhausted (ext_authz: HTTP 429) for every validation, good
-	// token or not, until its bucket refills. Zero: no limit.
+	// ResourceExhausted for every validation, good token or not, until its
+	// bucket refills. Zero: no limit.
 	FailedValidationLimit RateLimit
-	// RateLimitKeys caps the callers each limit tracks; 0 means
-	// DefaultRateLimitKeys.
-	RateLimitKeys int
+	// Logger is the operational log; nil means none.
+	Logger *slog.Logger
 	// Audit, if not nil, receives the audit events (see audit.go); nil:
 	// no audit log.
 	Audit *slog.Logger
+	// Metrics, if not nil, measures the store's operations and the
+	// revocation streams (and, through its interceptors, the gRPC calls).
+	// nil: no metrics.
+	Metrics *Metrics
+	// Clock is the time of the rate limits and the audit events; nil means
+	// time.Now.
+	Clock func() time.Time
 }
 
-// DefaultConfig is the configuration sessiond starts with.
-var DefaultConfig = Config{
-	DefaultTTL:         24 * time.Hour,
-	MaxTTL:             30 * 24 * time.Hour,
-	DefaultIdleTimeout: time.Hour,
-	RequestTimeout:     5 * time.Second,
+// WithDefaults returns c with its zero fields replaced by their defaults, as
+// New applies them. Applying it twice changes nothing.
+func (c Config) WithDefaults() Config {
+	if c.DefaultTTL <= 0 {
+		c.DefaultTTL = DefaultTTL
+	}
+	if c.MaxTTL <= 0 {
+		c.MaxTTL = max(DefaultMaxTTL, c.DefaultTTL)
+	}
+	if c.DefaultIdleTimeout == 0 {
+		c.DefaultIdleTimeout = DefaultIdleTimeout // negative stays: none
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return c
 }
 
 // Server is the SessionAuthority service.
@@ -84,22 +120,22 @@ type Server struct {
 }
 
 // New returns the service over st. It does no I/O.
-func New(st Store, cfg Config, log *slog.Logger, opts ...Option) *Server {
-	o := defaultOptions
-	for _, opt := range opts {
-		opt(&o)
+func New(st Store, cfg Config) *Server {
+	cfg = cfg.WithDefaults()
+	s := &Server{store: cfg.Metrics.instrumentStore(st), cfg: cfg, log: cfg.Logger, now: cfg.Clock, metrics: cfg.Metrics,
+		createLimit:       newLimiter("CreateSession calls", cfg.CreateLimit, 0, cfg.Clock),
+		failedValidations: newLimiter("failed validations", cfg.FailedValidationLimit, 0, cfg.Clock),
 	}
-	s := &Server{store: o.metrics.InstrumentStore(st), cfg: cfg, log: log, now: o.clock, metrics: o.metrics,
-		createLimit:       newLimiter("CreateSession calls", cfg.CreateLimit, cfg.RateLimitKeys, o.clock),
-		failedValidations: newLimiter("failed validations", cfg.FailedValidationLimit, cfg.RateLimitKeys, o.clock),
-	}
-	s.revocations.metrics = o.metrics
+	s.revocations.metrics = cfg.Metrics
 	return s
 }
 
+// Ping checks that the store answers (measured as the ping operation).
+func (s *Server) Ping(ctx context.Context) error { return s.store.Ping(ctx) }
+
 // CreateSession implements SessionAuthority.CreateSession.
 func (s *Server) CreateSession(ctx context.Context, req *sessionauthv1.CreateSessionRequest) (*sessionauthv1.CreateSessionResponse, error) {
-	if err := s.createLimit.take(rateLimitKey(ctx)); err != nil {
+	if err := s.createLimit.take(access.RateLimitKey(ctx)); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
 	var v invalid
@@ -109,7 +145,7 @@ func (s *Server) CreateSession(ctx context.Context, req *sessionauthv1.CreateSes
 	ip := v.clientIP(req.GetClientIp())
 	v.attributes(req.GetAttributes())
 	ttl := v.lifetime("ttl", req.GetTtl(), s.cfg.DefaultTTL, s.cfg.MaxTTL)
-	idle := v.lifetime("idle_timeout", req.GetIdleTimeout(), s.cfg.DefaultIdleTimeout, s.cfg.MaxTTL)
+	idle := v.lifetime("idle_timeout", req.GetIdleTimeout(), max(s.cfg.DefaultIdleTimeout, 0), s.cfg.MaxTTL)
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -140,14 +176,27 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	sess, err := s.validate(ctx, func() string { return rateLimitKey(ctx) }, req.GetToken())
+	sess, err := s.ValidateToken(ctx, req.GetToken(), func() string { return access.RateLimitKey(ctx) })
 	if err != nil {
-		return nil, s.toStatus(ctx, err)
+		return nil, err
 	}
 	return &sessionauthv1.ValidateSessionResponse{Session: toProto(sess)}, nil
 }
 
-// validate is the one validation path (ValidateSession and ext_authz Check):
+// ValidateToken is the one validation path, of ValidateSession and of the
+// gateways (ext_authz Check): one read, and a touch when one is due. Its
+// error is the gRPC status ValidateSession would answer. A failed validation
+// is charged to limitKey's failed-validation budget; limitKey is called only
+// when a limit needs it.
+func (s *Server) ValidateToken(ctx context.Context, token string, limitKey func() string) (*store.Session, error) {
+	sess, err := s.validate(ctx, limitKey, token)
+	if err != nil {
+		return nil, s.toStatus(ctx, err)
+	}
+	return sess, nil
+}
+
+// validate is ValidateToken with the store's errors:
 // one read, and a touch when one is due. A failed validation is counted
 // against key (see Config.FailedValidationLimit); over the limit, a call is
 // refused before the read, whatever its token: answering a good guess would
@@ -169,7 +218,7 @@ func (s *Server) validate(ctx context.Context, key func() string, token string) 
 	if err != nil {
 		return nil, err
 	}
-	if s.store.TouchDue(sess) {
+	if sess.TouchDue() {
 		// The read above has validated the session; a failed touch only delays
 		// the idle expiry's slide to a later validation.
 		if touched, err := s.store.Touch(ctx, sess); err != nil {
@@ -191,7 +240,7 @@ func (s *Server) RotateSession(ctx context.Context, req *sessionauthv1.RotateSes
 	// A rotation answers whether a token is live (and hands out a new one if
 	// it is): failed rotations count against the same limit as failed
 	// validations, or it would be a way around that limit.
-	key := rateLimitKey(ctx)
+	key := access.RateLimitKey(ctx)
 	if err := s.failedValidations.check(key); err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
@@ -220,13 +269,13 @@ func (s *Server) RevokeSession(ctx context.Context, req *sessionauthv1.RevokeSes
 		if err := v.err(); err != nil {
 			return nil, err
 		}
-		revoked, err = s.store.RevokeTokenEvent(ctx, t.Token)
+		revoked, err = s.store.RevokeToken(ctx, t.Token)
 	case *sessionauthv1.RevokeSessionRequest_SessionId:
 		if t.SessionId == "" {
 			v.add("session_id", "is required")
 			return nil, v.err()
 		}
-		revoked, err = s.store.RevokeEvent(ctx, t.SessionId)
+		revoked, err = s.store.Revoke(ctx, t.SessionId)
 		if errors.Is(err, store.ErrMalformedSessionID) {
 			v.add("session_id", "is not a session id issued by sessiond")
 			return nil, v.err()
@@ -287,7 +336,7 @@ func (s *Server) RevokeUserSessions(ctx context.Context, req *sessionauthv1.Revo
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	revoked, err := s.store.RevokeUserEvent(ctx, req.GetUserId(), req.GetExceptSessionId())
+	revoked, err := s.store.RevokeUser(ctx, req.GetUserId(), req.GetExceptSessionId())
 	switch {
 	case errors.Is(err, store.ErrMalformedSessionID):
 		v.add("except_session_id", "is not a session id issued by sessiond")

@@ -157,3 +157,11 @@ func (v *invalid) lifetime(field string, d *durationpb.Duration, def, limit time
 	}
 	return dur
 }
+
+// InvalidArgument is the InvalidArgument status for one bad field, with the
+// same google.rpc.BadRequest detail as the service's own answers.
+func InvalidArgument(field, description string) error {
+	var v invalid
+	v.add(field, "%s", description)
+	return v.err()
+}

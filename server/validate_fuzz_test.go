@@ -80,7 +80,9 @@ func newRecordingStore(tb testing.TB) *recordingStore {
 
 // service returns the service over r, logging into r.log.
 func (r *recordingStore) service() *Server {
-	return New(r, fuzzConfig, slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	cfg := fuzzConfig
+	cfg.Logger = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return New(r, cfg)
 }
 
 func (r *recordingStore) reset() {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -15,8 +14,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 
+	"github.com/sessiond/sessiond/internal/daemon"
 	"github.com/sessiond/sessiond/server"
 	"github.com/sessiond/sessiond/server/store"
 )
@@ -107,14 +106,7 @@ func newEnv(cfg *benchConfig) (*benchEnv, error) {
 
 	e.sessiondAddr = cfg.target
 	if e.sessiondAddr == "" {
-		own := redis.NewClient(opts) // sessiond's own pool, as in production
-		e.cleanups = append(e.cleanups, func() { _ = own.Close() })
-		st := store.New(own, store.Config{MaxSessionsPerUser: 100, TouchInterval: time.Minute})
-		svc := server.New(st, server.DefaultConfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
-		ctx, cancel := context.WithCancel(context.Background())
-		go svc.RunRevocations(ctx)
-		e.cleanups = append(e.cleanups, cancel)
-		if e.sessiondAddr, err = serve(e, server.NewGRPCServer(svc, health.NewServer(), server.GRPCOptions{})); err != nil {
+		if e.sessiondAddr, err = startSessiond(e, redisURL, cfg.poolSize); err != nil {
 			return nil, err
 		}
 	}
@@ -134,3 +126,36 @@ func newEnv(cfg *benchConfig) (*benchEnv, error) {
 }
 
 const floorKeys = 1000
+
+// startSessiond runs sessiond in-process through daemon.Run, the wiring of
+// cmd/sessiond, with cmd/sessiond's defaults (metrics on an admin listener,
+// logging at info, rate limits, ext_authz, reflection) on its own Redis pool.
+// The rate limits are raised so far that the one load generator is never
+// refused; their bookkeeping still runs on every call.
+func startSessiond(e *benchEnv, redisURL string, poolSize int) (string, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan daemon.Addrs, 1)
+	done := make(chan error, 1)
+	unlimited := server.RateLimit{PerSecond: 1e9, Burst: 1e9}
+	cfg := daemon.Config{
+		Listen:      "127.0.0.1:0",
+		AdminListen: "127.0.0.1:0",
+		Reflection:  true,
+		ExtAuthz:    true,
+		Redis:       daemon.RedisConfig{URL: redisURL, PoolSize: poolSize},
+		Store:       store.Config{MaxSessionsPerUser: 100, TouchInterval: time.Minute},
+		Service:     server.Config{CreateLimit: unlimited, FailedValidationLimit: unlimited},
+		Log:         daemon.LogConfig{Output: io.Discard},
+		AuditLog:    "", // with the operational log: discarded, but written
+		Started:     func(a daemon.Addrs) { started <- a },
+	}
+	go func() { done <- daemon.Run(ctx, cfg) }()
+	select {
+	case a := <-started:
+		e.cleanups = append(e.cleanups, func() { cancel(); <-done })
+		return a.GRPC.String(), nil
+	case err := <-done:
+		cancel()
+		return "", fmt.Errorf("sessiond: %w", err)
+	}
+}

@@ -199,11 +199,11 @@ func TestAdminConfig(t *testing.T) {
 	cfg, err := parseConfig(nil, func(k string) string {
 		return map[string]string{"SESSIOND_ADMIN_LISTEN": "127.0.0.1:9999"}[k]
 	}, io.Discard)
-	if err != nil || cfg.admin.listen != "127.0.0.1:9999" {
+	if err != nil || cfg.AdminListen != "127.0.0.1:9999" {
 		t.Fatalf("SESSIOND_ADMIN_LISTEN: %v, %+v", err, cfg)
 	}
-	if cfg, _ := parseConfig(nil, noEnv, io.Discard); cfg.admin.listen != "127.0.0.1:9090" {
-		t.Fatalf("default --admin-listen %q", cfg.admin.listen)
+	if cfg, _ := parseConfig(nil, noEnv, io.Discard); cfg.AdminListen != "127.0.0.1:9090" {
+		t.Fatalf("default --admin-listen %q", cfg.AdminListen)
 	}
 
 	// After the process stops, so does its admin listener.

@@ -5,109 +5,103 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/sessiond/sessiond/internal/credential"
+	"github.com/sessiond/sessiond/internal/daemon"
 	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/server/access"
+	"github.com/sessiond/sessiond/server/extauthz"
 )
 
 // envPrefix: every flag --some-name falls back to $SESSIOND_SOME_NAME.
 const envPrefix = "SESSIOND_"
 
-type config struct {
-	listen             string
-	redisURL           string
-	redisCluster       []string
-	redisSentinels     []string
-	redisSentinelName  string
-	redisUsername      string
-	redisPassword      string
-	sentinelPassword   string
-	redisTLS           bool
-	redisTLSCAFile     string
-	redisTLSCertFile   string
-	redisTLSKeyFile    string
-	redisDialTimeout   time.Duration
-	redisTimeout       time.Duration
-	redisPoolSize      int
-	defaultTTL         time.Duration
-	maxTTL             time.Duration
-	idleTimeout        time.Duration
-	touchInterval      time.Duration
-	maxSessionsPerUser int
-	keyPrefix          string
-	requestTimeout     time.Duration
-	healthInterval     time.Duration
-	shutdownTimeout    time.Duration
-	reflection         bool
-	logLevel           slog.Level
-	logFormat          string
-	extAuthz           bool
-	authz              server.ExtAuthzConfig
-	security           securityConfig // TLS, API keys, policy, limits: security.go
-	// per-caller rate limits (ratelimit.go) and the audit log (audit.go)
-	rateLimits rateLimitConfig
-	audit      auditConfig
-	admin      adminConfig // the admin HTTP listener: admin.go
-}
-
 func envName(flagName string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// flags is what the command line says beyond daemon.Config's own fields:
+// the settings that are translated, and --insecure, which only the checks
+// read.
+type flags struct {
+	clusterAddrs, sentinelAddrs string
+	idleTimeout                 time.Duration // 0: none (daemon: negative)
+	logLevel, logFormat         string
+	maxConcurrentStreams        uint
+	insecure                    bool
+}
+
 // parseConfig reads flags from args and, for each flag not given there, its
 // SESSIOND_ environment variable. It returns flag.ErrHelp for -h.
-func parseConfig(args []string, getenv func(string) string, out io.Writer) (*config, error) {
-	c := &config{}
+func parseConfig(args []string, getenv func(string) string, out io.Writer) (daemon.Config, error) {
+	var c daemon.Config
+	var f flags
+	r, svc, st, sec := &c.Redis, &c.Service, &c.Store, &c.Security
 	fs := flag.NewFlagSet("sessiond", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&c.listen, "listen", "127.0.0.1:50051", "gRPC listen address (host:port)")
-	fs.StringVar(&c.redisURL, "redis-url", "", "Redis URL: redis://[[user]:password@]host:port[/db] or rediss:// for TLS;\nempty runs an embedded in-memory store for development (loses everything on exit)")
-	clusterAddrs := fs.String("redis-cluster-addrs", "", "Redis Cluster seed nodes, host:port,host:port,...")
-	sentinelAddrs := fs.String("redis-sentinel-addrs", "", "Redis Sentinel addresses, host:port,host:port,... (with --redis-sentinel-master)")
-	fs.StringVar(&c.redisSentinelName, "redis-sentinel-master", "", "the master name the sentinels monitor")
-	fs.StringVar(&c.redisUsername, "redis-username", "", "Redis ACL user (all modes; overrides the one in --redis-url)")
-	fs.StringVar(&c.redisPassword, "redis-password", "", "Redis password (all modes; overrides the one in --redis-url); prefer the SESSIOND_REDIS_PASSWORD variable")
-	fs.StringVar(&c.sentinelPassword, "redis-sentinel-password", "", "password of the sentinels themselves, if they require one")
-	fs.BoolVar(&c.redisTLS, "redis-tls", false, "connect to Redis over TLS (all modes; implied by rediss://)")
-	fs.StringVar(&c.redisTLSCAFile, "redis-tls-ca-file", "", "PEM file of the CAs that sign Redis' certificate (default: the system's)")
-	fs.StringVar(&c.redisTLSCertFile, "redis-tls-cert-file", "", "PEM client certificate for Redis (with --redis-tls-key-file), if Redis asks for one")
-	fs.StringVar(&c.redisTLSKeyFile, "redis-tls-key-file", "", "PEM key of --redis-tls-cert-file")
-	fs.DurationVar(&c.redisDialTimeout, "redis-dial-timeout", 2*time.Second, "timeout for connecting to Redis")
-	fs.DurationVar(&c.redisTimeout, "redis-timeout", time.Second, "read and write timeout of one Redis command")
-	fs.IntVar(&c.redisPoolSize, "redis-pool-size", 0, "Redis connections per sessiond process (0: 10 per CPU)")
-	fs.DurationVar(&c.defaultTTL, "default-ttl", server.DefaultConfig.DefaultTTL, "absolute session lifetime when a CreateSession request sets none")
-	fs.DurationVar(&c.maxTTL, "max-ttl", server.DefaultConfig.MaxTTL, "longest session lifetime a request may ask for (longer is rejected)")
-	fs.DurationVar(&c.idleTimeout, "idle-timeout", server.DefaultConfig.DefaultIdleTimeout, "idle timeout when a request sets none (0: no idle timeout by default)")
-	fs.DurationVar(&c.touchInterval, "touch-interval", time.Minute, "a validation slides the idle timeout (one Redis write) at most once per this interval per session")
-	fs.IntVar(&c.maxSessionsPerUser, "max-sessions-per-user", 100, "live sessions per user; a create over the cap revokes the oldest (0: no cap)")
-	fs.StringVar(&c.keyPrefix, "key-prefix", "sessiond", "prefix of every Redis key")
-	fs.DurationVar(&c.requestTimeout, "request-timeout", server.DefaultConfig.RequestTimeout, "longest a call waits for Redis before failing with Unavailable")
-	fs.DurationVar(&c.healthInterval, "health-interval", time.Second, "how often Redis is pinged for the health service")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long in-flight calls may take to finish")
-	fs.BoolVar(&c.reflection, "reflection", true, "serve gRPC server reflection (for grpcurl)")
-	fs.BoolVar(&c.extAuthz, "ext-authz", true, "serve Envoy's external authorization API (envoy.service.auth.v3.Authorization/Check)")
-	fs.StringVar(&c.authz.CookieName, "authz-cookie-name", server.DefaultExtAuthzConfig.CookieName, "ext_authz: the cookie that carries the token when there is no Authorization: Bearer header")
-	fs.StringVar(&c.authz.SessionIDHeader, "authz-session-id-header", server.DefaultExtAuthzConfig.SessionIDHeader, "ext_authz: the request header that tells the upstream the session id (lowercase)")
-	fs.StringVar(&c.authz.UserIDHeader, "authz-user-id-header", server.DefaultExtAuthzConfig.UserIDHeader, "ext_authz: the request header that tells the upstream the user id (lowercase)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log format: text or json")
-	c.security.register(fs)
-	c.rateLimits.register(fs)
-	c.audit.register(fs)
-	c.admin.register(fs)
+	fs.StringVar(&c.Listen, "listen", daemon.DefaultListen, "gRPC listen address (host:port)")
+	fs.StringVar(&r.URL, "redis-url", "", "Redis URL: redis://[[user]:password@]host:port[/db] or rediss:// for TLS;\nempty runs an embedded in-memory store for development (loses everything on exit)")
+	fs.StringVar(&f.clusterAddrs, "redis-cluster-addrs", "", "Redis Cluster seed nodes, host:port,host:port,...")
+	fs.StringVar(&f.sentinelAddrs, "redis-sentinel-addrs", "", "Redis Sentinel addresses, host:port,host:port,... (with --redis-sentinel-master)")
+	fs.StringVar(&r.SentinelMaster, "redis-sentinel-master", "", "the master name the sentinels monitor")
+	fs.StringVar(&r.Username, "redis-username", "", "Redis ACL user (all modes; overrides the one in --redis-url)")
+	fs.StringVar(&r.Password, "redis-password", "", "Redis password (all modes; overrides the one in --redis-url); prefer the SESSIOND_REDIS_PASSWORD variable")
+	fs.StringVar(&r.SentinelPassword, "redis-sentinel-password", "", "password of the sentinels themselves, if they require one")
+	fs.BoolVar(&r.TLS, "redis-tls", false, "connect to Redis over TLS (all modes; implied by rediss://)")
+	fs.StringVar(&r.TLSCAFile, "redis-tls-ca-file", "", "PEM file of the CAs that sign Redis' certificate (default: the system's)")
+	fs.StringVar(&r.TLSCertFile, "redis-tls-cert-file", "", "PEM client certificate for Redis (with --redis-tls-key-file), if Redis asks for one")
+	fs.StringVar(&r.TLSKeyFile, "redis-tls-key-file", "", "PEM key of --redis-tls-cert-file")
+	fs.DurationVar(&r.DialTimeout, "redis-dial-timeout", daemon.DefaultRedisDialTimeout, "timeout for connecting to Redis")
+	fs.DurationVar(&r.Timeout, "redis-timeout", daemon.DefaultRedisTimeout, "read and write timeout of one Redis command")
+	fs.IntVar(&r.PoolSize, "redis-pool-size", 0, "Redis connections per sessiond process (0: 10 per CPU)")
+	fs.DurationVar(&svc.DefaultTTL, "default-ttl", server.DefaultTTL, "absolute session lifetime when a CreateSession request sets none")
+	fs.DurationVar(&svc.MaxTTL, "max-ttl", server.DefaultMaxTTL, "longest session lifetime a request may ask for (longer is rejected)")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", server.DefaultIdleTimeout, "idle timeout when a request sets none (0: no idle timeout by default)")
+	fs.DurationVar(&st.TouchInterval, "touch-interval", time.Minute, "a validation slides the idle timeout (one Redis write) at most once per this interval per session")
+	fs.IntVar(&st.MaxSessionsPerUser, "max-sessions-per-user", 100, "live sessions per user; a create over the cap revokes the oldest (0: no cap)")
+	fs.StringVar(&st.KeyPrefix, "key-prefix", "sessiond", "prefix of every Redis key")
+	fs.DurationVar(&svc.RequestTimeout, "request-timeout", server.DefaultRequestTimeout, "longest a call waits for Redis before failing with Unavailable")
+	fs.DurationVar(&c.HealthInterval, "health-interval", daemon.DefaultHealthInterval, "how often Redis is pinged for the health service")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "on SIGINT/SIGTERM, how long in-flight calls may take to finish")
+	fs.BoolVar(&c.Reflection, "reflection", true, "serve gRPC server reflection (for grpcurl)")
+	fs.BoolVar(&c.ExtAuthz, "ext-authz", true, "serve Envoy's external authorization API (envoy.service.auth.v3.Authorization/Check)")
+	fs.StringVar(&c.ExtAuthzConfig.CookieName, "authz-cookie-name", extauthz.DefaultCookieName, "ext_authz: the cookie that carries the token when there is no Authorization: Bearer header")
+	fs.StringVar(&c.ExtAuthzConfig.SessionIDHeader, "authz-session-id-header", extauthz.DefaultSessionIDHeader, "ext_authz: the request header that tells the upstream the session id (lowercase)")
+	fs.StringVar(&c.ExtAuthzConfig.UserIDHeader, "authz-user-id-header", extauthz.DefaultUserIDHeader, "ext_authz: the request header that tells the upstream the user id (lowercase)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+
+	fs.StringVar(&sec.TLSCertFile, "tls-cert-file", "", "PEM certificate (chain) of the gRPC listener; with --tls-key-file turns TLS on (reloaded when the file changes)")
+	fs.StringVar(&sec.TLSKeyFile, "tls-key-file", "", "PEM key of --tls-cert-file")
+	fs.StringVar(&sec.TLSClientCAFile, "tls-client-ca-file", "", "PEM CAs that sign client certificates: a client certificate, if given, must verify, and identifies the caller")
+	fs.BoolVar(&sec.RequireClientCert, "tls-require-client-cert", false, "refuse TLS clients without a client certificate (then API keys are of no use)")
+	fs.StringVar(&sec.APIKeysFile, "api-keys-file", "", `API keys file: one "name sha256hex [role,role...]" per line (hashes, never keys); turns authorization on`)
+	fs.StringVar(&sec.APIKeyHeader, "api-key-header", access.DefaultAPIKeyHeader, "the metadata key that carries an API key")
+	fs.StringVar(&sec.PolicyFile, "policy-file", "", "JSON policy: which callers and roles may call which RPCs; turns authorization on")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow listening on a non-loopback address with neither TLS nor a policy (anyone who reaches it may call anything)")
+	fs.DurationVar(&sec.ReloadInterval, "reload-interval", daemon.DefaultReloadInterval, "how often the TLS, API keys and policy files are checked for changes")
+	fs.IntVar(&sec.Limits.MaxRecvMsgSize, "max-recv-msg-size", daemon.DefaultLimits.MaxRecvMsgSize, "largest request message in bytes (larger: ResourceExhausted)")
+	fs.UintVar(&f.maxConcurrentStreams, "max-concurrent-streams", uint(daemon.DefaultLimits.MaxConcurrentStreams), "calls in flight per client connection (WatchRevocations streams included)")
+
+	fs.Float64Var(&svc.CreateLimit.PerSecond, "rate-limit-create", 100, "CreateSession calls per second per caller, in each replica (0: no limit)")
+	fs.IntVar(&svc.CreateLimit.Burst, "rate-limit-create-burst", 200, "CreateSession calls a caller may make at once before --rate-limit-create applies")
+	fs.Float64Var(&svc.FailedValidationLimit.PerSecond, "rate-limit-failed-validations", 50, "failed validations (ValidateSession, ext_authz Check) per second per caller, in each replica;\nover it every validation of the caller is refused until the bucket refills (0: no limit)")
+	fs.IntVar(&svc.FailedValidationLimit.Burst, "rate-limit-failed-validations-burst", 200, "failed validations a caller may have at once before --rate-limit-failed-validations applies")
+	fs.StringVar(&c.AuditLog, "audit-log", "", "audit log (JSON lines, one per session created, rotated or revoked): a file path (appended to, created 0600),\n\"-\" for stdout, or empty for stderr next to the operational log (every audit line has \"log_type\":\"audit\")")
+	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (host:port) for /metrics, /healthz and /readyz,\nseparate from gRPC; empty: no admin listener and no metrics")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: sessiond [flags]\n\nsessiond is the session authority: a gRPC service that issues, validates and revokes\nuser sessions kept in Redis.\n\nEvery flag can also be set in the environment as %sNAME (--redis-url: %s).\n\nFlags:\n", envPrefix, envName("redis-url"))
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return c, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (flags are written --name=value)", fs.Arg(0))
+		return c, fmt.Errorf("unexpected argument %q (flags are written --name=value)", fs.Arg(0))
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -123,13 +117,20 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*con
 		}
 	})
 	if envErr != nil {
-		return nil, envErr
+		return c, envErr
 	}
-	c.redisCluster, c.redisSentinels = splitAddrs(*clusterAddrs), splitAddrs(*sentinelAddrs)
-	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	r.ClusterAddrs, r.SentinelAddrs = splitAddrs(f.clusterAddrs), splitAddrs(f.sentinelAddrs)
+	if err := c.Log.Level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
-	return c, c.check()
+	c.Log.JSON = f.logFormat == "json"
+	svc.DefaultIdleTimeout = f.idleTimeout
+	if f.idleTimeout == 0 {
+		svc.DefaultIdleTimeout = -1 // none
+	}
+	sec.Limits.MaxConcurrentStreams = uint32(min(f.maxConcurrentStreams, math.MaxUint32))
+	c.Getenv = getenv
+	return c, check(&c, &f)
 }
 
 func splitAddrs(s string) []string {
@@ -142,24 +143,13 @@ func splitAddrs(s string) []string {
 	return out
 }
 
-// redisMode names the Redis deployment the flags select.
-func (c *config) redisMode() string {
-	switch {
-	case len(c.redisCluster) > 0:
-		return "cluster"
-	case len(c.redisSentinels) > 0:
-		return "sentinel"
-	case c.redisURL != "":
-		return "single"
-	}
-	return "embedded"
-}
-
-func (c *config) check() error {
+// check returns what is wrong with the flags, naming them.
+func check(c *daemon.Config, f *flags) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	r, svc, st, sec := c.Redis, c.Service, c.Store, c.Security
 	modes := 0
-	for _, given := range []bool{c.redisURL != "", len(c.redisCluster) > 0, len(c.redisSentinels) > 0} {
+	for _, given := range []bool{r.URL != "", len(r.ClusterAddrs) > 0, len(r.SentinelAddrs) > 0} {
 		if given {
 			modes++
 		}
@@ -167,67 +157,113 @@ func (c *config) check() error {
 	if modes > 1 {
 		bad("give exactly one of --redis-url, --redis-cluster-addrs and --redis-sentinel-addrs (or none, for the embedded development store)")
 	}
-	if (len(c.redisSentinels) > 0) != (c.redisSentinelName != "") {
+	if (len(r.SentinelAddrs) > 0) != (r.SentinelMaster != "") {
 		bad("--redis-sentinel-addrs and --redis-sentinel-master go together")
 	}
-	for _, a := range append(append([]string{}, c.redisCluster...), c.redisSentinels...) {
+	for _, a := range append(append([]string{}, r.ClusterAddrs...), r.SentinelAddrs...) {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			bad("Redis address %q: want host:port", a)
 		}
 	}
-	if modes == 0 && (c.redisUsername != "" || c.redisPassword != "" || c.redisTLS || c.redisTLSCAFile != "" || c.redisTLSCertFile != "") {
+	if modes == 0 && (r.Username != "" || r.Password != "" || r.TLS || r.TLSCAFile != "" || r.TLSCertFile != "") {
 		bad("Redis credentials or TLS settings given without a Redis (--redis-url, --redis-cluster-addrs or --redis-sentinel-addrs)")
 	}
-	if (c.redisTLSCertFile != "") != (c.redisTLSKeyFile != "") {
+	if (r.TLSCertFile != "") != (r.TLSKeyFile != "") {
 		bad("--redis-tls-cert-file and --redis-tls-key-file go together")
 	}
-	if _, _, err := net.SplitHostPort(c.listen); err != nil {
-		bad("--listen %q: want host:port", c.listen)
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("--listen %q: want host:port", c.Listen)
 	}
-	if c.defaultTTL < time.Second {
-		bad("--default-ttl %v: must be at least 1s", c.defaultTTL)
+	if svc.DefaultTTL < time.Second {
+		bad("--default-ttl %v: must be at least 1s", svc.DefaultTTL)
 	}
-	if c.maxTTL < c.defaultTTL {
-		bad("--max-ttl %v: must not be shorter than --default-ttl %v", c.maxTTL, c.defaultTTL)
+	if svc.MaxTTL < svc.DefaultTTL {
+		bad("--max-ttl %v: must not be shorter than --default-ttl %v", svc.MaxTTL, svc.DefaultTTL)
 	}
-	if c.idleTimeout != 0 && (c.idleTimeout < time.Second || c.idleTimeout > c.maxTTL) {
-		bad("--idle-timeout %v: must be 0 (none) or between 1s and --max-ttl", c.idleTimeout)
+	if f.idleTimeout != 0 && (f.idleTimeout < time.Second || f.idleTimeout > svc.MaxTTL) {
+		bad("--idle-timeout %v: must be 0 (none) or between 1s and --max-ttl", f.idleTimeout)
 	}
-	if c.touchInterval < 0 || (c.idleTimeout > 0 && c.touchInterval >= c.idleTimeout) {
-		bad("--touch-interval %v: must not be negative, and must be shorter than --idle-timeout %v", c.touchInterval, c.idleTimeout)
+	if st.TouchInterval < 0 || (f.idleTimeout > 0 && st.TouchInterval >= f.idleTimeout) {
+		bad("--touch-interval %v: must not be negative, and must be shorter than --idle-timeout %v", st.TouchInterval, f.idleTimeout)
 	}
-	if c.maxSessionsPerUser < 0 {
-		bad("--max-sessions-per-user %d: must not be negative (0: no cap)", c.maxSessionsPerUser)
+	if st.MaxSessionsPerUser < 0 {
+		bad("--max-sessions-per-user %d: must not be negative (0: no cap)", st.MaxSessionsPerUser)
 	}
-	if c.keyPrefix == "" || len(c.keyPrefix) > 64 || strings.ContainsAny(c.keyPrefix, "{} \t\r\n") {
-		bad("--key-prefix %q: want 1 to 64 characters, without braces or spaces", c.keyPrefix)
+	if st.KeyPrefix == "" || len(st.KeyPrefix) > 64 || strings.ContainsAny(st.KeyPrefix, "{} \t\r\n") {
+		bad("--key-prefix %q: want 1 to 64 characters, without braces or spaces", st.KeyPrefix)
 	}
-	for name, d := range map[string]time.Duration{"--redis-dial-timeout": c.redisDialTimeout, "--redis-timeout": c.redisTimeout,
-		"--request-timeout": c.requestTimeout, "--health-interval": c.healthInterval, "--shutdown-timeout": c.shutdownTimeout} {
+	for name, d := range map[string]time.Duration{"--redis-dial-timeout": r.DialTimeout, "--redis-timeout": r.Timeout,
+		"--request-timeout": svc.RequestTimeout, "--health-interval": c.HealthInterval, "--shutdown-timeout": c.ShutdownTimeout,
+		"--reload-interval": sec.ReloadInterval} {
 		if d <= 0 {
 			bad("%s %v: must be positive", name, d)
 		}
 	}
-	if c.redisPoolSize < 0 {
-		bad("--redis-pool-size %d: must not be negative", c.redisPoolSize)
+	if r.PoolSize < 0 {
+		bad("--redis-pool-size %d: must not be negative", r.PoolSize)
 	}
-	if c.logFormat != "text" && c.logFormat != "json" {
-		bad("--log-format %q: want text or json", c.logFormat)
+	if f.logFormat != "text" && f.logFormat != "json" {
+		bad("--log-format %q: want text or json", f.logFormat)
 	}
-	if !credential.ValidCookieName(c.authz.CookieName) {
-		bad("--authz-cookie-name %q: want a cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.authz.CookieName)
+	if !credential.ValidCookieName(c.ExtAuthzConfig.CookieName) {
+		bad("--authz-cookie-name %q: want a cookie name (letters, digits and !#$%%&'*+-.^_`|~)", c.ExtAuthzConfig.CookieName)
 	}
 	for _, h := range []struct{ flag, name string }{
-		{"--authz-session-id-header", c.authz.SessionIDHeader}, {"--authz-user-id-header", c.authz.UserIDHeader}} {
-		if !server.ValidHeaderName(h.name) {
+		{"--authz-session-id-header", c.ExtAuthzConfig.SessionIDHeader}, {"--authz-user-id-header", c.ExtAuthzConfig.UserIDHeader}} {
+		if !extauthz.ValidHeaderName(h.name) {
 			bad("%s %q: want a lowercase header name (a-z, 0-9 and !#$%%&'*+-.^_`|~), not authorization, cookie, host, content-type, content-length or a hop-by-hop header", h.flag, h.name)
 		}
 	}
-	if c.authz.SessionIDHeader == c.authz.UserIDHeader {
-		bad("--authz-user-id-header %q: must differ from --authz-session-id-header", c.authz.UserIDHeader)
+	if c.ExtAuthzConfig.SessionIDHeader == c.ExtAuthzConfig.UserIDHeader {
+		bad("--authz-user-id-header %q: must differ from --authz-session-id-header", c.ExtAuthzConfig.UserIDHeader)
 	}
-	errs = append(errs, c.security.check(c.listen)...)
-	errs = append(errs, c.rateLimits.check()...)
-	errs = append(errs, c.admin.check()...)
+	errs = append(errs, checkSecurity(c, f)...)
+	for _, l := range []struct {
+		flag  string
+		limit server.RateLimit
+	}{{"--rate-limit-create", svc.CreateLimit}, {"--rate-limit-failed-validations", svc.FailedValidationLimit}} {
+		if math.IsNaN(l.limit.PerSecond) || math.IsInf(l.limit.PerSecond, 0) || l.limit.PerSecond < 0 {
+			bad("%s %v: want a number of calls per second, 0 or more (0: no limit)", l.flag, l.limit.PerSecond)
+		}
+		if l.limit.Burst < 1 && l.limit.PerSecond != 0 {
+			bad("%s-burst %d: must be at least 1", l.flag, l.limit.Burst)
+		}
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			bad("--admin-listen %q: want host:port (or empty to turn it off)", c.AdminListen)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkSecurity returns what is wrong with the listener's security flags.
+func checkSecurity(c *daemon.Config, f *flags) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	s := c.Security
+	if (s.TLSCertFile != "") != (s.TLSKeyFile != "") {
+		bad("--tls-cert-file and --tls-key-file go together")
+	}
+	if s.TLSClientCAFile != "" && s.TLSCertFile == "" {
+		bad("--tls-client-ca-file needs TLS: give --tls-cert-file and --tls-key-file")
+	}
+	if s.RequireClientCert && s.TLSClientCAFile == "" {
+		bad("--tls-require-client-cert needs --tls-client-ca-file")
+	}
+	if !extauthz.ValidHeaderName(s.APIKeyHeader) || strings.HasPrefix(s.APIKeyHeader, "grpc-") || strings.HasSuffix(s.APIKeyHeader, "-bin") {
+		bad("--api-key-header %q: want a lowercase metadata key (a-z, 0-9 and !#$%%&'*+-.^_`|~), not authorization, cookie, grpc-* or *-bin", s.APIKeyHeader)
+	}
+	if s.Limits.MaxRecvMsgSize < 4<<10 || s.Limits.MaxRecvMsgSize > 16<<20 {
+		bad("--max-recv-msg-size %d: want 4096 to 16777216 bytes", s.Limits.MaxRecvMsgSize)
+	}
+	if f.maxConcurrentStreams < 1 || f.maxConcurrentStreams > 1<<20 {
+		bad("--max-concurrent-streams %d: want 1 to 1048576", f.maxConcurrentStreams)
+	}
+	if s.TLSCertFile == "" && s.PolicyFile == "" && !f.insecure && !daemon.Loopback(c.Listen) {
+		bad("refusing to listen on %s with neither TLS (--tls-cert-file) nor a policy (--policy-file): "+
+			"anyone who can reach it could create, validate and revoke every session; "+
+			"configure one of them, listen on a loopback address, or give --insecure if the network itself is trusted", c.Listen)
+	}
+	return errs
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/daemon"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/internal/testutil"
 )
@@ -36,7 +37,7 @@ func startRun(t *testing.T, args []string, getenv func(string) string) (*grpc.Cl
 	done := make(chan error, 1)
 	logs := &testutil.SyncBuffer{}
 	go func() {
-		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...), getenv, logs, ready)
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...), getenv, logs, notify(ready))
 	}()
 	var addr net.Addr
 	select {
@@ -228,27 +229,6 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-func TestEmbeddedStoreExpiresKeys(t *testing.T) {
-	t.Parallel()
-	cfg, err := parseConfig(nil, noEnv, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb, closeRedis, err := newRedis(cfg, newLogger(cfg, &bytes.Buffer{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeRedis()
-	ctx := context.Background()
-	if err := rdb.Set(ctx, "k", "v", 100*time.Millisecond).Err(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(150 * time.Millisecond)
-	if n := rdb.Exists(ctx, "k").Val(); n != 0 {
-		t.Fatal("a key outlived its TTL in the embedded store")
-	}
-}
-
 // TestRunServesExtAuthz: the Check API is on by default, with the header
 // names from the flags, and --ext-authz=false turns it off.
 func TestRunServesExtAuthz(t *testing.T) {
@@ -275,4 +255,9 @@ func TestRunServesExtAuthz(t *testing.T) {
 	if _, err := authv3.NewAuthorizationClient(off).Check(ctx, req); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("Check with --ext-authz=false: %v, want Unimplemented", err)
 	}
+}
+
+// notify has run send sessiond's gRPC address to ready once it serves.
+func notify(ready chan<- net.Addr) func(*daemon.Config) {
+	return func(c *daemon.Config) { c.Started = func(a daemon.Addrs) { ready <- a.GRPC } }
 }

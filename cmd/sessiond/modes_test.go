@@ -8,8 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -23,7 +21,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/redis/go-redis/v9"
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"github.com/sessiond/sessiond/internal/redistest"
 )
@@ -168,36 +165,4 @@ func writeTestCerts(t *testing.T, dir string) (ca, cert, key string) {
 		return p
 	}
 	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "EC PRIVATE KEY", keyDER)
-}
-
-// TestRedisClientsReadFromMastersOnly pins the options that keep every read
-// on a master: a replica may still hold a session its master revoked.
-func TestRedisClientsReadFromMastersOnly(t *testing.T) {
-	t.Parallel()
-	for _, args := range [][]string{
-		{"--redis-cluster-addrs=127.0.0.1:1,127.0.0.1:2"},
-		{"--redis-sentinel-addrs=127.0.0.1:1", "--redis-sentinel-master=m"},
-	} {
-		cfg, err := parseConfig(args, noEnv, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rdb, closeRedis, err := newRedis(cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		switch c := rdb.(type) {
-		case *redis.ClusterClient:
-			if o := c.Options(); o.ReadOnly || o.RouteByLatency || o.RouteRandomly || !o.ContextTimeoutEnabled {
-				t.Errorf("cluster client may read from replicas or ignores deadlines: %+v", o)
-			}
-		case *redis.Client: // the failover client
-			if o := c.Options(); !o.ContextTimeoutEnabled {
-				t.Errorf("failover client ignores deadlines")
-			}
-		default:
-			t.Errorf("%v: unexpected client %T", args, rdb)
-		}
-		closeRedis()
-	}
 }

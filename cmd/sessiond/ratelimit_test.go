@@ -23,14 +23,14 @@ func TestRateLimitAndAuditFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (server.RateLimit{PerSecond: 100, Burst: 200}); cfg.rateLimits.create != want {
-		t.Errorf("default create limit %+v, want %+v", cfg.rateLimits.create, want)
+	if want := (server.RateLimit{PerSecond: 100, Burst: 200}); cfg.Service.CreateLimit != want {
+		t.Errorf("default create limit %+v, want %+v", cfg.Service.CreateLimit, want)
 	}
-	if want := (server.RateLimit{PerSecond: 50, Burst: 200}); cfg.rateLimits.failedValidations != want {
-		t.Errorf("default failed-validation limit %+v, want %+v", cfg.rateLimits.failedValidations, want)
+	if want := (server.RateLimit{PerSecond: 50, Burst: 200}); cfg.Service.FailedValidationLimit != want {
+		t.Errorf("default failed-validation limit %+v, want %+v", cfg.Service.FailedValidationLimit, want)
 	}
-	if cfg.audit.path != "" {
-		t.Errorf("default --audit-log %q, want empty (stderr)", cfg.audit.path)
+	if cfg.AuditLog != "" {
+		t.Errorf("default --audit-log %q, want empty (stderr)", cfg.AuditLog)
 	}
 
 	env := map[string]string{"SESSIOND_RATE_LIMIT_CREATE": "2.5", "SESSIOND_RATE_LIMIT_FAILED_VALIDATIONS": "0",
@@ -39,11 +39,11 @@ func TestRateLimitAndAuditFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (server.RateLimit{PerSecond: 2.5, Burst: 7}); cfg.rateLimits.create != want {
-		t.Errorf("create limit %+v, want %+v", cfg.rateLimits.create, want)
+	if want := (server.RateLimit{PerSecond: 2.5, Burst: 7}); cfg.Service.CreateLimit != want {
+		t.Errorf("create limit %+v, want %+v", cfg.Service.CreateLimit, want)
 	}
-	if cfg.rateLimits.failedValidations.PerSecond != 0 || cfg.audit.path != "/var/log/sessiond-audit.log" {
-		t.Errorf("from the environment: %+v, %q", cfg.rateLimits.failedValidations, cfg.audit.path)
+	if cfg.Service.FailedValidationLimit.PerSecond != 0 || cfg.AuditLog != "/var/log/sessiond-audit.log" {
+		t.Errorf("from the environment: %+v, %q", cfg.Service.FailedValidationLimit, cfg.AuditLog)
 	}
 
 	for _, tc := range []struct {

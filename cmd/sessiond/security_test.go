@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/daemon"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/internal/testutil"
 	"github.com/sessiond/sessiond/server"
@@ -145,7 +146,7 @@ func serve(t *testing.T, args ...string) (string, *testutil.SyncBuffer) {
 	done := make(chan error, 1)
 	logs := &testutil.SyncBuffer{}
 	go func() {
-		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level=debug"}, args...), noEnv, logs, ready)
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-level=debug"}, args...), noEnv, logs, notify(ready))
 	}()
 	select {
 	case addr := <-ready:
@@ -376,7 +377,7 @@ func TestSecurityMatrix(t *testing.T) {
 	}
 
 	// A request over the receive limit is refused before it is decoded.
-	_, err := admin.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "u", UserAgent: strings.Repeat("x", server.DefaultLimits.MaxRecvMsgSize)})
+	_, err := admin.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "u", UserAgent: strings.Repeat("x", daemon.DefaultLimits.MaxRecvMsgSize)})
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("a request over --max-recv-msg-size: %v, want ResourceExhausted", err)
 	}

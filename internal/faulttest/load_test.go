@@ -90,8 +90,7 @@ func failoverClient(t *testing.T, master string, sentinels []string) *redis.Clie
 // requestTimeout, and returns a gRPC client of it.
 func startSessiond(t *testing.T, rdb redis.UniversalClient, requestTimeout, healthInterval time.Duration) (sessionauthv1.SessionAuthorityClient, *sessiondtest.Sessiond) {
 	t.Helper()
-	cfg := server.DefaultConfig
-	cfg.RequestTimeout = requestTimeout
+	cfg := server.Config{RequestTimeout: requestTimeout}
 	d := sessiondtest.StartWith(t, rdb, sessiondtest.Options{
 		Store:          store.Config{KeyPrefix: keyPrefix, TouchInterval: time.Minute},
 		Server:         cfg,
@@ -577,7 +576,7 @@ type healthChange struct {
 func watchHealth(t *testing.T, hc healthpb.HealthClient) *healthWatch {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: server.ServiceName})
+	stream, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: sessionauthv1.SessionAuthority_ServiceDesc.ServiceName})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -615,7 +614,7 @@ func (hw *healthWatch) wait(t *testing.T, want healthpb.HealthCheckResponse_Serv
 		}
 		hw.mu.Unlock()
 		if time.Now().After(deadline) {
-			t.Fatalf("health of %s did not turn %v within 2s", server.ServiceName, want)
+			t.Fatalf("health of %s did not turn %v within 2s", sessionauthv1.SessionAuthority_ServiceDesc.ServiceName, want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -13,6 +13,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,10 +22,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -31,9 +31,12 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/daemon"
 	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/internal/sessiondtest"
 	"github.com/sessiond/sessiond/internal/testutil"
 	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/server/access"
 	"github.com/sessiond/sessiond/server/store"
 )
 
@@ -165,45 +168,52 @@ func flip(tok string) string {
 
 func TestNoTokenInLogsErrorsOrResponses(t *testing.T) {
 	t.Parallel()
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			checkNoLeaks(t, format == "json")
+		})
+	}
+}
+
+func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	// sessiond, wired as cmd/sessiond wires it, on a real Redis: debug logs
-	// in text and JSON, the audit log, API keys with the policy enforced,
-	// a failed-validation rate limit, ext_authz.
+	// sessiond (daemon.Run, the wiring of cmd/sessiond) on a real Redis:
+	// debug logs in text or JSON, the audit log, API keys with the policy
+	// enforced, a failed-validation rate limit, ext_authz.
 	rs := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{
-		Addr: rs.Addr(), ContextTimeoutEnabled: true,
-		DialTimeout: 200 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
-	})
-	t.Cleanup(func() { _ = rdb.Close() })
-	logs, audit := &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
-	debug := &slog.HandlerOptions{Level: slog.LevelDebug}
-	log := slog.New(slog.NewMultiHandler(slog.NewTextHandler(logs, debug), slog.NewJSONHandler(logs, debug)))
-	clock := testutil.NewClock()
-	st := store.New(rdb, store.Config{MaxSessionsPerUser: 3, TouchInterval: time.Minute, Clock: clock.Now})
-	cfg := server.DefaultConfig
-	cfg.RequestTimeout = 2 * time.Second
-	cfg.FailedValidationLimit = server.RateLimit{PerSecond: 0.01, Burst: 30}
-	cfg.Audit = slog.New(slog.NewJSONHandler(audit, debug))
-	svc := server.New(st, cfg, log)
-	keys, err := server.ParseAPIKeys(strings.NewReader(fmt.Sprintf("admin %x admin\nguesser %x validator\n",
-		sha256.Sum256([]byte(adminKey)), sha256.Sum256([]byte(guesserKey)))))
-	if err != nil {
+	dir := t.TempDir()
+	keysFile := filepath.Join(dir, "keys")
+	if err := os.WriteFile(keysFile, fmt.Appendf(nil, "admin %x admin\nguesser %x validator\n",
+		sha256.Sum256([]byte(adminKey)), sha256.Sum256([]byte(guesserKey))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	auth := server.NewAuth(server.AuthConfig{Enforce: true}, keys, nil, log)
-	hs := health.NewServer()
-	bg, stopBG := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { server.WatchHealth(bg, st, hs, 50*time.Millisecond, log) })
-	wg.Go(func() { svc.RunRevocations(bg) })
-	t.Cleanup(func() { stopBG(); wg.Wait() })
-	conn := testutil.Serve(t, server.NewGRPCServer(svc, hs, server.GRPCOptions{ExtAuthz: &server.ExtAuthzConfig{}, Auth: auth}))
+	auditFile := filepath.Join(dir, "audit.log")
+	logs := &testutil.SyncBuffer{}
+	clock := testutil.NewClock()
+	d := sessiondtest.Run(t, daemon.Config{
+		AdminListen: "127.0.0.1:0",
+		ExtAuthz:    true,
+		Redis:       daemon.RedisConfig{URL: "redis://" + rs.Addr(), DialTimeout: 200 * time.Millisecond},
+		Store:       store.Config{MaxSessionsPerUser: 3, TouchInterval: time.Minute},
+		Service: server.Config{
+			RequestTimeout:        2 * time.Second,
+			FailedValidationLimit: server.RateLimit{PerSecond: 0.01, Burst: 30},
+		},
+		Security:       daemon.SecurityConfig{APIKeysFile: keysFile},
+		HealthInterval: 50 * time.Millisecond,
+		Log:            daemon.LogConfig{Output: logs, Level: slog.LevelDebug, JSON: jsonLogs},
+		AuditLog:       auditFile,
+		Clock:          clock.Now,
+	})
+	audit := sessiondtest.AuditLog(auditFile)
+	conn := d.Conn
 	c := sessionauthv1.NewSessionAuthorityClient(conn)
 	authz := authv3.NewAuthorizationClient(conn)
-	admin := metadata.AppendToOutgoingContext(ctx, server.DefaultAPIKeyHeader, adminKey)
-	guesser := metadata.AppendToOutgoingContext(ctx, server.DefaultAPIKeyHeader, guesserKey)
+	admin := metadata.AppendToOutgoingContext(ctx, access.DefaultAPIKeyHeader, adminKey)
+	guesser := metadata.AppendToOutgoingContext(ctx, access.DefaultAPIKeyHeader, guesserKey)
 
 	o := &observed{}
 	var tokens []string // every token sessiond issued
@@ -275,6 +285,7 @@ func TestNoTokenInLogsErrorsOrResponses(t *testing.T) {
 	}
 
 	// The revocation stream, watched throughout.
+	var err error
 	var events []*sessionauthv1.RevocationEvent
 	var eventsMu sync.Mutex
 	var streamHeader metadata.MD
@@ -344,7 +355,7 @@ func TestNoTokenInLogsErrorsOrResponses(t *testing.T) {
 	}
 	_, err = validate(ctx, a1) // no API key
 	wantCode(err, codes.Unauthenticated, "ValidateSession without an API key")
-	_, err = validate(metadata.AppendToOutgoingContext(ctx, server.DefaultAPIKeyHeader, adminKey+"x"), a1)
+	_, err = validate(metadata.AppendToOutgoingContext(ctx, access.DefaultAPIKeyHeader, adminKey+"x"), a1)
 	wantCode(err, codes.Unauthenticated, "ValidateSession with a wrong API key")
 	for range 35 { // over the failed-validation limit, then a good token
 		_, _ = validate(guesser, flip(b1))
@@ -495,7 +506,11 @@ func TestNoTokenInLogsErrorsOrResponses(t *testing.T) {
 
 	// The evidence that the paths ran and were logged.
 	logText := logs.String()
-	for _, s := range []string{"session created", "session rotated", "ext_authz allowed", "ext_authz denied", "session store unavailable", "level=DEBUG", `"level":"DEBUG"`} {
+	debugLine := "level=DEBUG"
+	if jsonLogs {
+		debugLine = `"level":"DEBUG"`
+	}
+	for _, s := range []string{"session created", "session rotated", "ext_authz allowed", "ext_authz denied", "session store unavailable", debugLine} {
 		if !strings.Contains(logText, s) {
 			t.Fatalf("the logs lack %q:\n%s", s, logText)
 		}

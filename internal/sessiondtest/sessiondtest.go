@@ -1,12 +1,13 @@
 // Package sessiondtest runs a real sessiond, on a real redis-server, inside
-// tests (of the client and the examples): the same wiring as cmd/sessiond, on loopback
-// ports, all stopped when the test ends.
+// tests: daemon.Run, the wiring of cmd/sessiond, on loopback ports, stopped
+// when the test ends.
 package sessiondtest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +15,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 
+	"github.com/sessiond/sessiond/internal/daemon"
 	"github.com/sessiond/sessiond/internal/redistest"
 	"github.com/sessiond/sessiond/internal/testutil"
 	"github.com/sessiond/sessiond/server"
@@ -26,31 +27,42 @@ import (
 type Sessiond struct {
 	// Addr is sessiond's gRPC address (127.0.0.1:port).
 	Addr string
+	// AdminAddr is its admin HTTP address (/metrics, /healthz, /readyz).
+	AdminAddr string
 	// Conn is a connection to sessiond, closed at the end of the test.
 	Conn *grpc.ClientConn
-	// Redis is the redis-server sessiond stores its sessions in.
+	// Redis is the redis-server sessiond stores its sessions in (Start only).
 	Redis *redistest.Server
-	// RDB is a client of Redis, to look at the keys.
+	// RDB is a client of Redis, to look at the keys (Start only).
 	RDB *redis.Client
-	// Logs is what sessiond logged.
+	// Logs is what sessiond logged (text, debug level), unless the
+	// configuration sent its log elsewhere.
 	Logs *testutil.SyncBuffer
 
-	gs      *grpc.Server
-	stopped chan struct{}
-	once    sync.Once
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
 }
 
-// Start starts a redis-server and sessiond on it, and registers their
+// Options configure StartWith.
+type Options struct {
+	// Store is the store configuration.
+	Store store.Config
+	// Server is the service configuration (RequestTimeout, lifetimes).
+	Server server.Config
+	// HealthInterval is how often the health service pings Redis; 0 means
+	// 50ms.
+	HealthInterval time.Duration
+}
+
+// Start starts a redis-server and sessiond on it (a cap of 100 sessions per
+// user, a touch interval of a minute, no rate limits), and registers their
 // shutdown with t.Cleanup.
-func Start(t *testing.T) *Sessiond {
+func Start(t testing.TB) *Sessiond {
 	t.Helper()
 	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{
-		Addr: srv.Addr(), ContextTimeoutEnabled: true,
-		DialTimeout: 200 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
-	})
-	t.Cleanup(func() { _ = rdb.Close() })
-	d := StartOn(t, rdb, store.Config{MaxSessionsPerUser: 100, TouchInterval: time.Minute})
+	cfg := Config(srv.Addr())
+	d := Run(t, cfg)
 	d.Redis, d.RDB = srv, srv.Client(t)
 	return d
 }
@@ -58,70 +70,107 @@ func Start(t *testing.T) *Sessiond {
 // StartOn starts sessiond in-process on any Redis deployment (a Cluster or
 // Sentinel client, say) with the store configuration cfg. Redis and RDB are
 // left nil: the caller owns rdb.
-func StartOn(t *testing.T, rdb redis.UniversalClient, cfg store.Config) *Sessiond {
+func StartOn(t testing.TB, rdb redis.UniversalClient, cfg store.Config) *Sessiond {
 	t.Helper()
 	return StartWith(t, rdb, Options{Store: cfg})
 }
 
-// Options configure StartWith.
-type Options struct {
-	// Store is the store configuration.
-	Store store.Config
-	// Server is the service configuration (RequestTimeout, lifetimes); the
-	// zero value means server.DefaultConfig.
-	Server server.Config
-	// HealthInterval is how often the health service pings Redis; 0 means
-	// 50ms.
-	HealthInterval time.Duration
-}
-
 // StartWith is StartOn with the service's configuration and health interval
 // chosen too (fault tests shorten the request timeout).
-func StartWith(t *testing.T, rdb redis.UniversalClient, opts Options) *Sessiond {
+func StartWith(t testing.TB, rdb redis.UniversalClient, opts Options) *Sessiond {
 	t.Helper()
-	if opts.Server == (server.Config{}) {
-		opts.Server = server.DefaultConfig
-	}
 	if opts.HealthInterval <= 0 {
 		opts.HealthInterval = 50 * time.Millisecond
 	}
-	d := &Sessiond{Logs: &testutil.SyncBuffer{}, stopped: make(chan struct{})}
-	st := store.New(rdb, opts.Store)
-	log := slog.New(slog.NewTextHandler(d.Logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc := server.New(st, opts.Server, log)
-	hs := health.NewServer()
-	d.gs = server.NewGRPCServer(svc, hs, server.GRPCOptions{})
+	return Run(t, daemon.Config{
+		Redis:          daemon.RedisConfig{Client: rdb},
+		Store:          opts.Store,
+		Service:        opts.Server,
+		HealthInterval: opts.HealthInterval,
+	})
+}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { server.WatchHealth(ctx, st, hs, opts.HealthInterval, log) })
-	wg.Go(func() { svc.RunRevocations(ctx) })
-
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// Config is the configuration Start runs on the Redis at addr: cmd/sessiond's
+// services (ext_authz, reflection, an admin listener with metrics) on
+// loopback ports, a cap of 100 sessions per user, a touch interval of a
+// minute, and no rate limits.
+func Config(redisAddr string) daemon.Config {
+	return daemon.Config{
+		AdminListen: "127.0.0.1:0",
+		Reflection:  true,
+		ExtAuthz:    true,
+		Redis: daemon.RedisConfig{
+			URL: "redis://" + redisAddr, DialTimeout: 200 * time.Millisecond,
+		},
+		Store:          store.Config{MaxSessionsPerUser: 100, TouchInterval: time.Minute},
+		HealthInterval: 50 * time.Millisecond,
 	}
-	d.Addr = lis.Addr().String()
-	wg.Go(func() { _ = d.gs.Serve(lis); close(d.stopped) })
-	d.Conn, err = grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// Run runs daemon.Run with cfg until the test ends, and waits until it
+// serves. An empty cfg.Listen is a free loopback port; an unset log goes to
+// Logs at debug level; ShutdownTimeout 0 is 200ms.
+func Run(t testing.TB, cfg daemon.Config) *Sessiond {
+	t.Helper()
+	d, err := Launch(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = d.Conn.Close()
 		d.Stop()
-		cancel()
-		wg.Wait()
+		_ = d.Conn.Close()
 	})
 	return d
 }
 
-// Stop stops sessiond's gRPC server at once (as a crash would, for the
-// clients): every later call to it fails with Unavailable. Redis keeps
-// running. Stopping twice does nothing.
+// Launch is Run for a TestMain, which has no testing.TB: the caller stops
+// the sessiond with Stop (and closes Conn).
+func Launch(cfg daemon.Config) (*Sessiond, error) {
+	d := &Sessiond{done: make(chan error, 1)}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Log.Output == nil {
+		d.Logs = &testutil.SyncBuffer{}
+		cfg.Log = daemon.LogConfig{Output: d.Logs, Level: slog.LevelDebug}
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 200 * time.Millisecond
+	}
+	started := make(chan daemon.Addrs, 1)
+	cfg.Started = func(a daemon.Addrs) { started <- a }
+	var ctx context.Context
+	ctx, d.cancel = context.WithCancel(context.Background())
+	go func() { d.done <- daemon.Run(ctx, cfg) }()
+	select {
+	case a := <-started:
+		d.Addr = a.GRPC.String()
+		if a.Admin != nil {
+			d.AdminAddr = a.Admin.String()
+		}
+	case err := <-d.done:
+		d.cancel()
+		d.done <- err
+		return nil, fmt.Errorf("sessiond did not start: %w\n%s", err, d.Logs)
+	case <-time.After(10 * time.Second):
+		d.Stop()
+		return nil, errors.New("sessiond did not serve within 10s")
+	}
+	var err error
+	if d.Conn, err = grpc.NewClient(d.Addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		d.Stop()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Stop stops sessiond as its SIGTERM would, with the configuration's
+// shutdown timeout (200ms unless set): every later call to it fails with
+// Unavailable. Redis keeps running, and Conn stays open (it reconnects if
+// another sessiond takes the address). Stopping twice does nothing.
 func (d *Sessiond) Stop() {
 	d.once.Do(func() {
-		d.gs.Stop()
-		<-d.stopped
+		d.cancel()
+		<-d.done
 	})
 }

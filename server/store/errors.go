@@ -24,6 +24,8 @@ var (
 	// ErrForeignSession: a session id given as belonging to a user carries
 	// another user's routing tag.
 	ErrForeignSession = errors.New("session id belongs to another user")
+	// ErrMalformedSessionID: a session id that sessiond cannot have issued.
+	ErrMalformedSessionID = errors.New("malformed session id")
 	// ErrMalformedCursor: a list cursor that ListUser cannot have produced.
 	ErrMalformedCursor = errors.New("malformed list cursor")
 )

@@ -342,3 +342,14 @@ func diffCalls(before, after map[string]int) map[string]int {
 	delete(d, "info")
 	return d
 }
+
+// revoked is a revocation's outcome as "did it revoke anything".
+func revoked(r *Revocation, err error) (bool, error) { return r != nil, err }
+
+// revokedCount is a RevokeUser's outcome as the number of sessions revoked.
+func revokedCount(r *Revocation, err error) (int, error) {
+	if r == nil {
+		return 0, err
+	}
+	return len(r.SessionIDs), err
+}

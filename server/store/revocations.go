@@ -20,6 +20,7 @@ const (
 	ReasonRevoked     Reason = 2 // Revoke by session id
 	ReasonUserRevoked Reason = 3 // RevokeUser
 	ReasonEvicted     Reason = 4 // over the per-user cap, by Create
+	ReasonRotated     Reason = 5 // replaced by a new session, by Rotate
 )
 
 // Revocation is one revocation event: sessions of one user that one call

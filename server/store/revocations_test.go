@@ -77,7 +77,7 @@ func TestRevocationEvents(t *testing.T) {
 		want(nextEvent(t, events), ReasonUserRevoked, cs[3].Session.ID, more.Session.ID)
 
 		// Nothing revoked, nothing published.
-		if ok, _ := f.store.Revoke(ctx, cs[2].Session.ID); ok {
+		if r, _ := f.store.Revoke(ctx, cs[2].Session.ID); r != nil {
 			t.Fatal("revoked twice")
 		}
 		if _, err := f.store.RevokeUser(ctx, "user-1", ""); err != nil {

@@ -8,9 +8,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ReasonRotated: Rotate replaced the session by a new one.
-const ReasonRotated Reason = 5
-
 // Rotate replaces the session of token by a new session with the same data
 // (user, email, client IP, user agent, attributes, creation time, absolute
 // expiry, idle timeout) under a new id and token, and revokes the old one, in

@@ -19,7 +19,14 @@ type Session struct {
 	ExpiresAt   time.Time // absolute expiry
 	LastSeenAt  time.Time // last recorded validation (recorded at most once per touch interval)
 	IdleTimeout time.Duration
+
+	touchDue bool // set by Get: see TouchDue
 }
+
+// TouchDue reports whether the validation that read the session (Get) should
+// be recorded with Touch: the store's TouchInterval has passed since the last
+// recorded one. It is false for a session that Get did not return.
+func (s *Session) TouchDue() bool { return s.touchDue }
 
 // IdleExpiresAt is when the session ends unless it is validated before: the
 // last validation plus the idle timeout, never later than the absolute expiry.

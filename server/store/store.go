@@ -8,6 +8,9 @@
 //	sessiond:v1:{<tag>}:u:<user_id>  sorted set: the user's index; members are
 //	                                 session UUIDs, scores the Unix millisecond at
 //	                                 which each session ends
+//	sessiond:v1:revocations          pub/sub channel: one JSON message per
+//	                                 revocation (revocations.go), published in
+//	                                 the MULTI/EXEC of the write
 //
 // where <tag> is the first 4 bytes of SHA-256(user_id) in hex. The tag is a
 // Redis Cluster hash tag, so all of a user's keys live in one slot and every
@@ -39,10 +42,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// DefaultKeyPrefix starts every key when Config.KeyPrefix is empty.
+const DefaultKeyPrefix = "sessiond"
+
 // Config is the store's policy. The zero value of each field has the meaning
 // documented on it.
 type Config struct {
-	// KeyPrefix starts every key; "" means "sessiond". It must not contain
+	// KeyPrefix starts every key; "" means DefaultKeyPrefix. It must not contain
 	// '{' or '}' (they would break the Cluster hash tag).
 	KeyPrefix string
 	// MaxSessionsPerUser caps a user's live sessions: a create over the cap
@@ -79,7 +85,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 		maxAttempts:   cfg.MaxAttempts,
 	}
 	if s.prefix == "" {
-		s.prefix = "sessiond"
+		s.prefix = DefaultKeyPrefix
 	}
 	if s.clock == nil {
 		s.clock = time.Now
@@ -226,7 +232,8 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 
 // Get returns the live session the token belongs to, with one Redis round
 // trip. A token that is malformed (no round trip), unknown, expired or revoked
-// gives ErrNotFound.
+// gives ErrNotFound. The session's TouchDue says whether this validation
+// should be recorded with Touch.
 func (s *Store) Get(ctx context.Context, token string) (*Session, error) {
 	pt, ok := parseToken(token)
 	if !ok {
@@ -243,15 +250,12 @@ func (s *Store) Get(ctx context.Context, token string) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", pt.id, err)
 	}
-	if !pt.matches(rec.tokenHash) || !rec.ActiveAt(s.now()) {
+	now := s.now()
+	if !pt.matches(rec.tokenHash) || !rec.ActiveAt(now) {
 		return nil, ErrNotFound
 	}
+	rec.touchDue = !now.Before(rec.LastSeenAt.Add(s.touchInterval))
 	return &rec.Session, nil
-}
-
-// TouchDue reports whether a validation of sess now should be recorded.
-func (s *Store) TouchDue(sess *Session) bool {
-	return !s.now().Before(sess.LastSeenAt.Add(s.touchInterval))
 }
 
 // Touch records a validation of sess now: it sets last_seen_at and slides the
@@ -267,6 +271,7 @@ func (s *Store) Touch(ctx context.Context, sess *Session) (*Session, error) {
 	now := s.now()
 	next := *sess
 	next.LastSeenAt = now
+	next.touchDue = false
 	ends := next.EndsAt()
 	member := id.uuid.String()
 	sKey, iKey := s.sessionKey(id.tag, member), s.indexKey(id.tag, sess.UserID)
@@ -302,16 +307,10 @@ func (s *Store) Touch(ctx context.Context, sess *Session) (*Session, error) {
 	return &next, nil
 }
 
-// RevokeToken ends the session the token belongs to. It reports false, with no
-// error, when there is no such live session (including a malformed token).
-func (s *Store) RevokeToken(ctx context.Context, token string) (bool, error) {
-	r, err := s.RevokeTokenEvent(ctx, token)
-	return r != nil, err
-}
-
-// RevokeTokenEvent is RevokeToken reporting what it revoked: the event it
-// published, or nil when there was no such live session.
-func (s *Store) RevokeTokenEvent(ctx context.Context, token string) (*Revocation, error) {
+// RevokeToken ends the session the token belongs to, and returns the event it
+// published; nil, with no error, when there is no such live session
+// (including a malformed token). Revoking twice is not an error.
+func (s *Store) RevokeToken(ctx context.Context, token string) (*Revocation, error) {
 	pt, ok := parseToken(token)
 	if !ok {
 		return nil, nil
@@ -319,17 +318,10 @@ func (s *Store) RevokeTokenEvent(ctx context.Context, token string) (*Revocation
 	return s.revoke(ctx, pt.id, pt.matches, ReasonLogout)
 }
 
-// Revoke ends the session with this id. It reports false, with no error, when
-// there is no such live session; ErrMalformedSessionID when the id cannot be
-// one sessiond issued.
-func (s *Store) Revoke(ctx context.Context, sessionID string) (bool, error) {
-	r, err := s.RevokeEvent(ctx, sessionID)
-	return r != nil, err
-}
-
-// RevokeEvent is Revoke reporting what it revoked: the event it published, or
-// nil when there was no such live session.
-func (s *Store) RevokeEvent(ctx context.Context, sessionID string) (*Revocation, error) {
+// Revoke ends the session with this id, and returns the event it published;
+// nil, with no error, when there is no such live session, and
+// ErrMalformedSessionID when the id cannot be one sessiond issued.
+func (s *Store) Revoke(ctx context.Context, sessionID string) (*Revocation, error) {
 	id, err := parseSessionID(sessionID)
 	if err != nil {
 		return nil, err
@@ -393,19 +385,10 @@ func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(stri
 }
 
 // RevokeUser ends every live session of the user but the one with id
-// exceptID (if not empty), and reports how many it ended. exceptID must be a
-// session id of this user (ErrMalformedSessionID, ErrForeignSession).
-func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (int, error) {
-	r, err := s.RevokeUserEvent(ctx, userID, exceptID)
-	if r == nil {
-		return 0, err
-	}
-	return len(r.SessionIDs), err
-}
-
-// RevokeUserEvent is RevokeUser reporting what it revoked: the event it
-// published, or nil when the user had no live session to end.
-func (s *Store) RevokeUserEvent(ctx context.Context, userID, exceptID string) (*Revocation, error) {
+// exceptID (if not empty), and returns the event it published; nil when the
+// user had no live session to end. exceptID must be a session id of this
+// user (ErrMalformedSessionID, ErrForeignSession).
+func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (*Revocation, error) {
 	t := userTag(userID)
 	keep := ""
 	if exceptID != "" {

@@ -62,8 +62,8 @@ func TestGetRejectsForgedToken(t *testing.T) {
 				t.Errorf("Get(forged) err = %v, want ErrNotFound", err)
 			}
 		}
-		if revoked, err := f.store.RevokeToken(ctx, forged); revoked || err != nil {
-			t.Fatalf("RevokeToken(forged) = %v, %v; want false, nil", revoked, err)
+		if ok, err := revoked(f.store.RevokeToken(ctx, forged)); ok || err != nil {
+			t.Fatalf("RevokeToken(forged) = %v, %v; want false, nil", ok, err)
 		}
 		if _, err := f.store.Get(ctx, c.Token); err != nil {
 			t.Fatalf("the real token stopped working after a forged revoke: %v", err)
@@ -121,13 +121,16 @@ func TestIdleExpiryAndTouch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.store.TouchDue(sess) {
+		if sess.TouchDue() {
 			t.Fatal("touch due 59s after the last one with a 1m interval")
 		}
 
 		// Past it, one touch slides the idle expiry.
 		f.clock.Advance(time.Second)
-		if !f.store.TouchDue(sess) {
+		if sess, err = f.store.Get(ctx, c.Token); err != nil {
+			t.Fatal(err)
+		}
+		if !sess.TouchDue() {
 			t.Fatal("touch not due after the interval")
 		}
 		touched, err := f.store.Touch(ctx, sess)
@@ -209,7 +212,7 @@ func TestTouchDoesNotResurrectRevoked(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok, err := f.store.RevokeToken(ctx, c.Token); !ok || err != nil {
+		if ok, err := revoked(f.store.RevokeToken(ctx, c.Token)); !ok || err != nil {
 			t.Fatalf("revoke: %v %v", ok, err)
 		}
 		f.clock.Advance(time.Minute)
@@ -234,7 +237,7 @@ func TestIndexPrunedAndExpiresWithLastSession(t *testing.T) {
 			t.Fatalf("index expires at %d, want the latest session's %d", exp.Milliseconds(), long.Session.ExpiresAt.UnixMilli())
 		}
 		// Revoking the latest session pulls the index's expiry back to the next.
-		if ok, err := f.store.RevokeToken(ctx, long.Token); !ok || err != nil {
+		if ok, err := revoked(f.store.RevokeToken(ctx, long.Token)); !ok || err != nil {
 			t.Fatalf("revoke: %v %v", ok, err)
 		}
 		if exp := f.rdb.PExpireTime(ctx, iKey).Val(); exp.Milliseconds() != mid.Session.ExpiresAt.UnixMilli() {
@@ -281,16 +284,16 @@ func TestRevokeByTokenAndID(t *testing.T) {
 		a := f.create(t, "user-1", time.Hour, 0)
 		b := f.create(t, "user-1", time.Hour, 0)
 
-		if ok, err := f.store.RevokeToken(ctx, a.Token); !ok || err != nil {
+		if ok, err := revoked(f.store.RevokeToken(ctx, a.Token)); !ok || err != nil {
 			t.Fatalf("RevokeToken = %v, %v", ok, err)
 		}
-		if ok, err := f.store.RevokeToken(ctx, a.Token); ok || err != nil {
+		if ok, err := revoked(f.store.RevokeToken(ctx, a.Token)); ok || err != nil {
 			t.Fatalf("second RevokeToken = %v, %v; want false, nil", ok, err)
 		}
-		if ok, err := f.store.Revoke(ctx, b.Session.ID); !ok || err != nil {
+		if ok, err := revoked(f.store.Revoke(ctx, b.Session.ID)); !ok || err != nil {
 			t.Fatalf("Revoke(id) = %v, %v", ok, err)
 		}
-		if ok, err := f.store.Revoke(ctx, b.Session.ID); ok || err != nil {
+		if ok, err := revoked(f.store.Revoke(ctx, b.Session.ID)); ok || err != nil {
 			t.Fatalf("second Revoke(id) = %v, %v; want false, nil", ok, err)
 		}
 		if _, err := f.store.Revoke(ctx, "nope"); !errors.Is(err, ErrMalformedSessionID) {
@@ -317,7 +320,7 @@ func TestRevokeUser(t *testing.T) {
 		}
 		other := f.create(t, "user-2", time.Hour, 0)
 
-		n, err := f.store.RevokeUser(ctx, "user-1", cs[2].Session.ID)
+		n, err := revokedCount(f.store.RevokeUser(ctx, "user-1", cs[2].Session.ID))
 		if err != nil || n != 3 {
 			t.Fatalf("RevokeUser(except) = %d, %v; want 3", n, err)
 		}
@@ -341,11 +344,11 @@ func TestRevokeUser(t *testing.T) {
 		if _, err := f.store.RevokeUser(ctx, "user-1", "garbage"); !errors.Is(err, ErrMalformedSessionID) {
 			t.Fatalf("except malformed: err = %v", err)
 		}
-		n, err = f.store.RevokeUser(ctx, "user-1", "")
+		n, err = revokedCount(f.store.RevokeUser(ctx, "user-1", ""))
 		if err != nil || n != 1 {
 			t.Fatalf("RevokeUser = %d, %v; want 1", n, err)
 		}
-		n, err = f.store.RevokeUser(ctx, "user-1", "")
+		n, err = revokedCount(f.store.RevokeUser(ctx, "user-1", ""))
 		if err != nil || n != 0 {
 			t.Fatalf("RevokeUser again = %d, %v; want 0", n, err)
 		}

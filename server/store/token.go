@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"strings"
 
 	"github.com/google/uuid"
@@ -57,9 +56,6 @@ const sessionIDLen = 2*tagLen + 1 + 36
 func (id sessionID) String() string {
 	return id.tag.String() + "_" + id.uuid.String()
 }
-
-// ErrMalformedSessionID reports a session id that sessiond cannot have issued.
-var ErrMalformedSessionID = errors.New("malformed session id")
 
 // parseSessionID accepts exactly the form String produces.
 func parseSessionID(s string) (sessionID, error) {

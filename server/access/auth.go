@@ -1,4 +1,4 @@
-package server
+package access
 
 import (
 	"context"
@@ -10,23 +10,25 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
 // DefaultAPIKeyHeader is the metadata key that carries an API key unless
-// AuthConfig.APIKeyHeader says otherwise.
+// Config.APIKeyHeader says otherwise.
 const DefaultAPIKeyHeader = "x-api-key"
 
 // healthServicePrefix starts the methods of the health service, which every
 // caller may call (probes have no identity) and whose credentials, if any,
 // are not checked.
-const healthServicePrefix = "/grpc.health.v1.Health/"
+var healthServicePrefix = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
 
-// AuthConfig configures Auth.
-type AuthConfig struct {
-	// APIKeyHeader is the metadata key that carries an API key. Default
+// Config configures Auth. The zero value establishes callers and authorizes
+// every call.
+type Config struct {
+	// APIKeyHeader is the metadata key that carries an API key; "" means
 	// DefaultAPIKeyHeader ("x-api-key").
 	APIKeyHeader string
 	// Enforce turns authorization on: every call but the health service's
@@ -34,16 +36,24 @@ type AuthConfig struct {
 	// policy). When false, every caller may call every RPC, and Auth only
 	// establishes who is calling.
 	Enforce bool
+	// Keys are the API keys accepted; nil means none (SetAPIKeys replaces
+	// them).
+	Keys *APIKeys
+	// Policy is the policy; nil means the built-in roles only (SetPolicy
+	// replaces it).
+	Policy *Policy
+	// Logger receives the refusals; nil means no log.
+	Logger *slog.Logger
 }
 
 // Auth authenticates callers and authorizes their calls. Its two pairs of
-// interceptors go into the server's chain (see NewGRPCServer):
+// interceptors go into the server's chain:
 //
 //   - the authentication interceptors, first in the chain, establish the
-//     Caller (server.CallerFromContext) from the verified client
-//     certificate or the API key, and never fail the call themselves, so
-//     that the interceptors after them (logging, rate limits, the audit log)
-//     see the caller and the outcome;
+//     Caller (CallerFromContext) from the verified client certificate or the
+//     API key, and never fail the call themselves, so that the interceptors
+//     after them (logging, rate limits, the audit log) see the caller and
+//     the outcome;
 //   - the authorization interceptors, after those, reject a call with a bad
 //     API key (Unauthenticated) and ask the policy whether the caller may
 //     make the call: no identity where the policy wants one is
@@ -54,22 +64,24 @@ type AuthConfig struct {
 // SetPolicy). All methods may be called on a nil *Auth: its interceptors
 // then let every call through, as anonymous.
 type Auth struct {
-	cfg    AuthConfig
+	cfg    Config
 	log    *slog.Logger
 	keys   atomic.Pointer[APIKeys]
 	policy atomic.Pointer[Policy]
 }
 
-// NewAuth returns an Auth with keys (nil: none) and policy (nil: the
-// built-in roles only). It does no I/O.
-func NewAuth(cfg AuthConfig, keys *APIKeys, policy *Policy, log *slog.Logger) *Auth {
+// New returns an Auth for cfg. It does no I/O.
+func New(cfg Config) *Auth {
 	if cfg.APIKeyHeader == "" {
 		cfg.APIKeyHeader = DefaultAPIKeyHeader
 	}
 	cfg.APIKeyHeader = strings.ToLower(cfg.APIKeyHeader)
-	a := &Auth{cfg: cfg, log: log}
-	a.SetAPIKeys(keys)
-	a.SetPolicy(policy)
+	a := &Auth{cfg: cfg, log: cfg.Logger}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.SetAPIKeys(cfg.Keys)
+	a.SetPolicy(cfg.Policy)
 	return a
 }
 

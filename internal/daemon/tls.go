@@ -1,4 +1,4 @@
-package server
+package daemon
 
 import (
 	"crypto/tls"
@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 )
 
-// TLSFiles names the PEM files of the gRPC listener's TLS configuration.
-type TLSFiles struct {
+// tlsFiles names the PEM files of the gRPC listener's TLS configuration.
+type tlsFiles struct {
 	// CertFile and KeyFile are the server's certificate (chain) and key.
 	CertFile, KeyFile string
 	// ClientCAFile, if set, holds the CAs that sign client certificates:
@@ -24,35 +24,32 @@ type TLSFiles struct {
 	RequireClientCert bool
 }
 
-// TLSReloader serves the TLS configuration read from TLSFiles, and reads it
+// tlsReloader serves the TLS configuration read from tlsFiles, and reads it
 // again on Reload: new connections get the new certificates, established
 // ones keep theirs. The server's tls.Config (Config) reads the current one
 // for each handshake (GetConfigForClient).
-type TLSReloader struct {
-	files TLSFiles
+type tlsReloader struct {
+	files tlsFiles
 	cur   atomic.Pointer[tls.Config]
 }
 
-// NewTLSReloader reads the files once; an error names the file at fault.
-func NewTLSReloader(files TLSFiles) (*TLSReloader, error) {
+// newTLSReloader reads the files once; an error names the file at fault.
+func newTLSReloader(files tlsFiles) (*tlsReloader, error) {
 	if files.CertFile == "" || files.KeyFile == "" {
 		return nil, errors.New("TLS needs a certificate and a key file")
 	}
 	if files.RequireClientCert && files.ClientCAFile == "" {
 		return nil, errors.New("requiring client certificates needs a client CA file")
 	}
-	r := &TLSReloader{files: files}
+	r := &tlsReloader{files: files}
 	if err := r.Reload(); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-// Files returns the files r reads.
-func (r *TLSReloader) Files() TLSFiles { return r.files }
-
 // Reload reads the files again. On error the configuration in use stays.
-func (r *TLSReloader) Reload() error {
+func (r *tlsReloader) Reload() error {
 	cert, err := tls.LoadX509KeyPair(r.files.CertFile, r.files.KeyFile)
 	if err != nil {
 		return fmt.Errorf("TLS certificate %s / key %s: %w", r.files.CertFile, r.files.KeyFile, err)
@@ -64,14 +61,14 @@ func (r *TLSReloader) Reload() error {
 		ClientAuth:   tls.NoClientCert,
 	}
 	if r.files.ClientCAFile != "" {
-		pem, err := os.ReadFile(r.files.ClientCAFile)
-		if err != nil {
+		pool, err := readCAFile(r.files.ClientCAFile)
+		switch {
+		case errors.Is(err, errNoPEM):
+			return fmt.Errorf("TLS client CA %s: %w", r.files.ClientCAFile, err)
+		case err != nil:
 			return fmt.Errorf("TLS client CA: %w", err)
 		}
-		conf.ClientCAs = x509.NewCertPool()
-		if !conf.ClientCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("TLS client CA %s: no PEM certificate in the file", r.files.ClientCAFile)
-		}
+		conf.ClientCAs = pool
 		conf.ClientAuth = tls.VerifyClientCertIfGiven
 		if r.files.RequireClientCert {
 			conf.ClientAuth = tls.RequireAndVerifyClientCert
@@ -83,11 +80,27 @@ func (r *TLSReloader) Reload() error {
 
 // Config returns the tls.Config for the listener: each handshake uses the
 // configuration most recently loaded.
-func (r *TLSReloader) Config() *tls.Config {
+func (r *tlsReloader) Config() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return r.cur.Load(), nil
 		},
 	}
+}
+
+var errNoPEM = errors.New("no PEM certificate in the file")
+
+// readCAFile reads a PEM file of CA certificates (a listener's client CAs,
+// Redis' server CAs).
+func readCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errNoPEM
+	}
+	return pool, nil
 }

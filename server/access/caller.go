@@ -1,8 +1,10 @@
-package server
+package access
 
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/netip"
 
 	"google.golang.org/grpc/peer"
 )
@@ -48,4 +50,33 @@ func CallerFromContext(ctx context.Context) Caller {
 // LogValue logs a caller as its name and address.
 func (c Caller) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("name", c.Name), slog.String("addr", c.Addr))
+}
+
+// RateLimitKey is whom a rate limit counts a call against: the caller's name,
+// or for an anonymous caller its IP address (see AddrKey).
+func RateLimitKey(ctx context.Context) string {
+	c := CallerFromContext(ctx)
+	if c.Name != "" && c.Name != Anonymous {
+		return "name:" + c.Name
+	}
+	return AddrKey(c.Addr)
+}
+
+// AddrKey is the rate limit key of a network address: its IP, or for IPv6
+// its /64, which one host usually holds whole.
+func AddrKey(addr string) string {
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ip = ip.Unmap()
+		if ip.Is6() {
+			if p, err := ip.Prefix(64); err == nil {
+				return "ip:" + p.String()
+			}
+		}
+		return "ip:" + ip.String()
+	}
+	return "addr:" + host
 }

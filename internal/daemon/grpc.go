@@ -1,9 +1,10 @@
-package server
+package daemon
 
 import (
 	"context"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -18,34 +19,24 @@ import (
 	"google.golang.org/grpc/status"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/server/access"
+	"github.com/sessiond/sessiond/server/extauthz"
 )
 
-// ServiceName is the fully qualified name of the service, also its name in
-// the health service.
-const ServiceName = "sessionauth.v1.SessionAuthority"
+// serviceName is the SessionAuthority's fully qualified name, also its name
+// in the health service.
+var serviceName = sessionauthv1.SessionAuthority_ServiceDesc.ServiceName
 
-// GRPCOptions configures the gRPC server NewGRPCServer builds.
-type GRPCOptions struct {
-	// Reflection registers the server reflection service (for grpcurl).
-	Reflection bool
-	// ServerOptions are passed on to grpc.NewServer (credentials, limits).
-	ServerOptions []grpc.ServerOption
-	// ExtAuthz, if not nil, also registers Envoy's external authorization
-	// service (envoy.service.auth.v3.Authorization) with this configuration.
-	ExtAuthz *ExtAuthzConfig
-	// Auth, if not nil, establishes each call's Caller first in the chain,
-	// and authorizes the call after logging (see Auth).
-	Auth *Auth
-}
-
-// NewGRPCServer returns a gRPC server with the SessionAuthority service, the
-// health service hs and, if asked, server reflection, behind the interceptors
-// every call goes through: the caller's authentication (opts.Auth), logging
-// (method, code, duration; never a payload, so never a token), the caller's
-// authorization, the store deadline, and panic recovery.
-func NewGRPCServer(svc *Server, hs *health.Server, opts GRPCOptions) *grpc.Server {
+// newGRPCServer returns the gRPC server with the SessionAuthority service,
+// the health service hs and, as cfg asks, ext_authz and server reflection,
+// behind the interceptors every call goes through: metrics, the caller's
+// authentication, logging (method, code, duration; never a payload, so never
+// a token), the caller's authorization, the store deadline, and panic
+// recovery.
+func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *access.Auth, log *slog.Logger, opts []grpc.ServerOption) *grpc.Server {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
-		svc.log.Log(ctx, slog.Level(lvl), msg, fields...)
+		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
@@ -53,47 +44,52 @@ func NewGRPCServer(svc *Server, hs *health.Server, opts GRPCOptions) *grpc.Serve
 	}
 	recoverOpts := []recovery.Option{
 		recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-			svc.log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
+			log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
 			return status.Error(codes.Internal, "internal error")
 		}),
 	}
-	// Metrics (WithMetrics) come first, so they count every call, refused
-	// ones included: metrics → logging → auth → recovery.
-	unary, stream := svc.metrics.interceptors()
-	serverOpts := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(append(unary,
-			opts.Auth.AuthenticateUnary,
-			svc.logUnary(logging.UnaryServerInterceptor(logger, logOpts...)),
-			opts.Auth.AuthorizeUnary,
-			svc.deadlineUnaryInterceptor,
+	l := callLogger{log}
+	// Metrics come first, so they count every call, refused ones included:
+	// metrics → logging → auth → recovery.
+	unary, stream := cfg.Service.Metrics.Interceptors()
+	gs := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(slices.Concat(unary, []grpc.UnaryServerInterceptor{
+			auth.AuthenticateUnary,
+			l.unary(logging.UnaryServerInterceptor(logger, logOpts...)),
+			auth.AuthorizeUnary,
+			svc.UnaryDeadlineInterceptor,
 			recovery.UnaryServerInterceptor(recoverOpts...),
-		)...),
+		}, cfg.TestInterceptors)...),
 		grpc.ChainStreamInterceptor(append(stream,
-			opts.Auth.AuthenticateStream,
-			svc.logStream(logging.StreamServerInterceptor(logger, logOpts...)),
-			opts.Auth.AuthorizeStream,
+			auth.AuthenticateStream,
+			l.stream(logging.StreamServerInterceptor(logger, logOpts...)),
+			auth.AuthorizeStream,
 			recovery.StreamServerInterceptor(recoverOpts...),
 		)...),
-	}, opts.ServerOptions...)
-	gs := grpc.NewServer(serverOpts...)
+	}, opts...)...)
 	sessionauthv1.RegisterSessionAuthorityServer(gs, svc)
 	healthpb.RegisterHealthServer(gs, hs)
-	if opts.ExtAuthz != nil {
-		authv3.RegisterAuthorizationServer(gs, NewExtAuthz(svc, *opts.ExtAuthz))
+	if cfg.ExtAuthz {
+		ec := cfg.ExtAuthzConfig
+		ec.Logger = log
+		authv3.RegisterAuthorizationServer(gs, extauthz.New(svc, ec))
 	}
-	if opts.Reflection {
+	if cfg.Reflection {
 		reflection.Register(gs)
 	}
-	svc.metrics.initialize(gs) // a zero series for every method
+	cfg.Service.Metrics.InitializeMetrics(gs) // a zero series for every method
 	return gs
 }
 
-// logUnary runs the full logging interceptor (go-grpc-middleware's, with
+// callLogger logs finished calls.
+type callLogger struct{ log *slog.Logger }
+
+// unary runs the full logging interceptor (go-grpc-middleware's, with
 // every field) when debug logging is on. Otherwise it logs only the calls
 // whose code is logged above debug (codeToLevel), with the fields an
 // operator needs: building the full field set for every call costs about 30
 // allocations, a tenth of a ValidateSession, for lines that would be dropped.
-func (s *Server) logUnary(full grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+func (s callLogger) unary(full grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			return full(ctx, req, info, handler)
@@ -105,8 +101,8 @@ func (s *Server) logUnary(full grpc.UnaryServerInterceptor) grpc.UnaryServerInte
 	}
 }
 
-// logStream is logUnary for streams.
-func (s *Server) logStream(full grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+// stream is unary for streams.
+func (s callLogger) stream(full grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if s.log.Enabled(ss.Context(), slog.LevelDebug) {
 			return full(srv, ss, info, handler)
@@ -118,7 +114,7 @@ func (s *Server) logStream(full grpc.StreamServerInterceptor) grpc.StreamServerI
 	}
 }
 
-func (s *Server) logFinished(ctx context.Context, method string, start time.Time, err error) {
+func (s callLogger) logFinished(ctx context.Context, method string, start time.Time, err error) {
 	code := status.Code(err)
 	lvl := slog.Level(codeToLevel(code))
 	if lvl <= slog.LevelDebug || !s.log.Enabled(ctx, lvl) {
@@ -132,23 +128,6 @@ func (s *Server) logFinished(ctx context.Context, method string, start time.Time
 		attrs = append(attrs, "grpc.error", err.Error())
 	}
 	s.log.Log(ctx, lvl, "finished call", attrs...)
-}
-
-// deadlineUnaryInterceptor bounds how long a call waits for the store: a
-// hung Redis gives Unavailable after RequestTimeout, whatever deadline (or
-// none) the caller set.
-func (s *Server) deadlineUnaryInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if s.cfg.RequestTimeout <= 0 {
-		return handler(ctx, req)
-	}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.cfg.RequestTimeout {
-		// The caller's deadline comes first: no timer of our own (the hot
-		// path is cheaper without it), and its expiry is DeadlineExceeded.
-		return handler(ctx, req)
-	}
-	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout, errStoreTimeout)
-	defer cancel()
-	return handler(ctx, req)
 }
 
 // codeToLevel logs the codes a caller causes at debug level (a rejected
@@ -170,18 +149,18 @@ func codeToLevel(code codes.Code) logging.Level {
 	}
 }
 
-// WatchHealth pings the store every interval until ctx ends, and keeps the
+// watchHealth pings the store every interval until ctx ends, and keeps the
 // service's health status in hs in step: SERVING while Redis answers,
 // NOT_SERVING while it does not. The overall status ("") stays SERVING while
 // the process runs: use it for liveness, the service's for readiness.
-func WatchHealth(ctx context.Context, st Store, hs *health.Server, interval time.Duration, log *slog.Logger) {
+func watchHealth(ctx context.Context, ping func(context.Context) error, hs *health.Server, interval time.Duration, log *slog.Logger) {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	last := healthpb.HealthCheckResponse_UNKNOWN
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
 		pingCtx, cancel := context.WithTimeout(ctx, interval)
-		err := st.Ping(pingCtx)
+		err := ping(pingCtx)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -191,7 +170,7 @@ func WatchHealth(ctx context.Context, st Store, hs *health.Server, interval time
 			next = healthpb.HealthCheckResponse_NOT_SERVING
 		}
 		if next != last {
-			hs.SetServingStatus(ServiceName, next)
+			hs.SetServingStatus(serviceName, next)
 			if err != nil {
 				log.Warn("session store unreachable: not serving", "error", err)
 			} else {

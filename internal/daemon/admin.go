@@ -1,9 +1,8 @@
-package main
+package daemon
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,46 +18,17 @@ import (
 	"github.com/sessiond/sessiond/server"
 )
 
-// adminConfig is the admin HTTP listener's flag.
-type adminConfig struct {
-	listen string
-}
-
-func (a *adminConfig) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.listen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (host:port) for /metrics, /healthz and /readyz,\nseparate from gRPC; empty: no admin listener and no metrics")
-}
-
-func (a *adminConfig) check() []error {
-	if a.listen == "" {
-		return nil
-	}
-	if _, _, err := net.SplitHostPort(a.listen); err != nil {
-		return []error{fmt.Errorf("--admin-listen %q: want host:port (or empty to turn it off)", a.listen)}
-	}
-	return nil
-}
-
-// newMetrics returns the service's metrics, or nil (no metrics) when there
-// is no admin listener to serve them.
-func newMetrics(cfg *config) *server.Metrics {
-	if cfg.admin.listen == "" {
-		return nil
-	}
-	return server.NewMetrics()
-}
-
-// newAdmin starts listening on --admin-listen, with the registry of m and
-// rdb's pool; it returns nil (a listener that does nothing) when
-// --admin-listen is empty.
-func newAdmin(cfg *config, m *server.Metrics, rdb redis.UniversalClient, hs *health.Server, log *slog.Logger) (*adminServer, error) {
-	if cfg.admin.listen == "" {
+// newAdmin starts listening on addr, with the registry of m and rdb's pool;
+// it returns nil (a listener that does nothing) when addr is empty.
+func newAdmin(addr string, m *server.Metrics, rdb redis.UniversalClient, hs *health.Server, log *slog.Logger) (*adminServer, error) {
+	if addr == "" {
 		return nil, nil
 	}
 	reg, err := newRegistry(m, rdb)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	return newAdminServer(cfg.admin.listen, reg, hs, log)
+	return newAdminServer(addr, reg, hs, log)
 }
 
 // adminServer serves the operators' HTTP endpoints:
@@ -94,7 +64,7 @@ func newAdminServer(addr string, reg prometheus.Gatherer, hs *health.Server, log
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		st := healthpb.HealthCheckResponse_SERVICE_UNKNOWN // WatchHealth has not checked yet
-		if resp, err := hs.Check(r.Context(), &healthpb.HealthCheckRequest{Service: server.ServiceName}); err == nil {
+		if resp, err := hs.Check(r.Context(), &healthpb.HealthCheckRequest{Service: serviceName}); err == nil {
 			st = resp.GetStatus()
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -119,6 +89,14 @@ func (a *adminServer) addr() string {
 		return ""
 	}
 	return a.lis.Addr().String()
+}
+
+// netAddr is addr, nil when off.
+func (a *adminServer) netAddr() net.Addr {
+	if a == nil {
+		return nil
+	}
+	return a.lis.Addr()
 }
 
 // serve serves until shutdown. If the listener fails, it logs why: gRPC

@@ -1,43 +1,54 @@
-package server
+// Package extauthz serves Envoy's external authorization API
+// (envoy.service.auth.v3.Authorization/Check) over the SessionAuthority
+// service's validation, so that a gateway checks each HTTP request's session
+// before the upstream sees it. It is the only package that imports Envoy's
+// go-control-plane.
+package extauthz
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"github.com/sessiond/sessiond/internal/credential"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/sessiond/sessiond/internal/credential"
+	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/server/access"
 )
 
-// ExtAuthzConfig configures the Envoy external authorization service. An
-// empty field takes its value from DefaultExtAuthzConfig.
-type ExtAuthzConfig struct {
+// The defaults of Config.
+const (
+	DefaultCookieName      = "session"
+	DefaultSessionIDHeader = "x-session-id"
+	DefaultUserIDHeader    = "x-user-id"
+)
+
+// Config configures the Check API. The zero value is the defaults.
+type Config struct {
 	// CookieName is the cookie that carries the token when the request has no
-	// "Authorization: Bearer" header. Default "session".
+	// "Authorization: Bearer" header; "" means DefaultCookieName ("session").
 	CookieName string
 	// SessionIDHeader is the request header, in lowercase, that tells the
-	// upstream the session id. Default "x-session-id".
+	// upstream the session id; "" means DefaultSessionIDHeader
+	// ("x-session-id").
 	SessionIDHeader string
 	// UserIDHeader is the request header, in lowercase, that tells the
-	// upstream the user id. Default "x-user-id".
+	// upstream the user id; "" means DefaultUserIDHeader ("x-user-id").
 	UserIDHeader string
+	// Logger receives a debug line per decision (never a token); nil means
+	// none.
+	Logger *slog.Logger
 }
 
-// DefaultExtAuthzConfig is the configuration the Check API starts with.
-var DefaultExtAuthzConfig = ExtAuthzConfig{
-	CookieName:      "session",
-	SessionIDHeader: "x-session-id",
-	UserIDHeader:    "x-user-id",
-}
-
-// ExtAuthz implements Envoy's external authorization API
-// (envoy.service.auth.v3.Authorization/Check) over the session store, so that
-// a gateway (Envoy, Istio, anything that speaks ext_authz) checks each HTTP
-// request's session before the upstream sees it.
+// Server implements Check over the session store, through svc's validation
+// (server.Server.ValidateToken: the same rate limits, touches and metrics as
+// ValidateSession).
 //
 // A request with a live session is allowed: the upstream receives the session
 // and user ids in two headers that overwrite any the client sent, and no
@@ -45,24 +56,29 @@ var DefaultExtAuthzConfig = ExtAuthzConfig{
 // or a dead token gives 401, an unreachable Redis 503, any other fault 500.
 // The decision is in the CheckResponse: Check returns a gRPC error only for a
 // request without HTTP attributes.
-type ExtAuthz struct {
+type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	svc *Server
-	cfg ExtAuthzConfig
+	svc *server.Server
+	cfg Config
+	log *slog.Logger
 }
 
-// NewExtAuthz returns the Check API over svc. It does no I/O.
-func NewExtAuthz(svc *Server, cfg ExtAuthzConfig) *ExtAuthz {
+// New returns the Check API over svc. It does no I/O.
+func New(svc *server.Server, cfg Config) *Server {
 	if cfg.CookieName == "" {
-		cfg.CookieName = DefaultExtAuthzConfig.CookieName
+		cfg.CookieName = DefaultCookieName
 	}
 	if cfg.SessionIDHeader == "" {
-		cfg.SessionIDHeader = DefaultExtAuthzConfig.SessionIDHeader
+		cfg.SessionIDHeader = DefaultSessionIDHeader
 	}
 	if cfg.UserIDHeader == "" {
-		cfg.UserIDHeader = DefaultExtAuthzConfig.UserIDHeader
+		cfg.UserIDHeader = DefaultUserIDHeader
 	}
-	return &ExtAuthz{svc: svc, cfg: cfg}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{svc: svc, cfg: cfg, log: log}
 }
 
 const (
@@ -74,27 +90,25 @@ const (
 )
 
 // Check implements envoy.service.auth.v3.Authorization/Check.
-func (a *ExtAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+func (a *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	if httpReq == nil {
-		var v invalid
-		v.add("attributes.request.http", "is required (sessiond checks HTTP requests only)")
-		return nil, v.err()
+		return nil, server.InvalidArgument("attributes.request.http", "is required (sessiond checks HTTP requests only)")
 	}
 	h := requestHeaders(httpReq)
 	cred := findCredential(h[authorizationHeader], h[cookieHeader], a.cfg.CookieName)
-	log := a.svc.log.With("request_id", httpReq.GetId(), "credential", cred.source.String())
+	log := a.log.With("request_id", httpReq.GetId(), "credential", cred.source.String())
 	if cred.source == noCredential {
 		log.DebugContext(ctx, "ext_authz denied: no session token")
 		return unauthenticated(noTokenReason), nil
 	}
-	sess, err := a.svc.validate(ctx, func() string { return checkRateLimitKey(ctx, req) }, cred.token)
+	sess, err := a.svc.ValidateToken(ctx, cred.token, func() string { return rateLimitKey(ctx, req) })
 	if err != nil {
-		st := status.Convert(a.svc.toStatus(ctx, err))
+		st := status.Convert(err)
 		log.DebugContext(ctx, "ext_authz denied", "code", st.Code().String())
 		return denied(st), nil
 	}
-	log.DebugContext(ctx, "ext_authz allowed", sessionAttrs(sess.ID, sess.UserID)...)
+	log.DebugContext(ctx, "ext_authz allowed", slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID))
 
 	ok := &authv3.OkHttpResponse{
 		Headers: []*corev3.HeaderValueOption{
@@ -126,7 +140,7 @@ func unauthenticated(msg string) *authv3.CheckResponse {
 	return denied(status.New(codes.Unauthenticated, msg))
 }
 
-// denied is the deny decision for st, a status from toStatus: its code and
+// denied is the deny decision for st, a status of the validation: its code and
 // generic message go to the gateway, an HTTP status and a short body to the
 // client.
 func denied(st *status.Status) *authv3.CheckResponse {
@@ -140,7 +154,7 @@ func denied(st *status.Status) *authv3.CheckResponse {
 		resp.Body = "401 Unauthorized: no valid session\n"
 	case codes.ResourceExhausted:
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests}
-		resp.Headers = append(resp.Headers, overwrite("retry-after", retryAfter(st)))
+		resp.Headers = append(resp.Headers, overwrite("retry-after", server.RetryAfter(st)))
 		resp.Body = "429 Too Many Requests: too many failed session checks; retry later\n"
 	case codes.Unavailable:
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}
@@ -265,4 +279,17 @@ func ValidHeaderName(name string) bool {
 		}
 	}
 	return true
+}
+
+// rateLimitKey is whom a Check's failed validation counts against: the
+// gateway (the caller), per downstream client address the gateway reports.
+// Counted per gateway alone, one client sending bad cookies would get every
+// user behind the gateway a 429.
+func rateLimitKey(ctx context.Context, req *authv3.CheckRequest) string {
+	key := access.RateLimitKey(ctx)
+	client := req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
+	if client == "" {
+		return key
+	}
+	return key + "|client:" + access.AddrKey(client)
 }

@@ -1,32 +1,14 @@
-package server
-
-// Authorization: which caller may call which RPC.
+// Package access decides who is calling sessiond and what they may call:
+// caller identities (client certificates, API keys), the policy of roles and
+// RPCs, and the key a rate limit counts a call against.
 //
-// Why not grpc-go's engine (google.golang.org/grpc/authz)? It was the first
-// choice, and it does not fit, for two reasons:
-//
-//  1. It cannot be built here without new modules. Its RBAC engine imports
-//     Envoy's RBAC protos, which import cel.dev/expr and
-//     google.golang.org/genproto/googleapis/api; neither is in go.mod, and
-//     sessiond adds no module for this.
-//  2. It cannot express sessiond's identities by itself. It matches a caller
-//     on the principals of its TLS peer (any URI SAN, any DNS SAN, or the
-//     whole subject DN) or on request metadata. sessiond's callers also come
-//     with API keys, checked against hashes, which no engine matcher can do;
-//     their roles come from the keys file and from the policy (which gives
-//     roles to certificate identities), and the built-in roles stand for
-//     lists of RPCs; and sessiond names a certificate by one identity (the
-//     SPIFFE ID, else the first DNS SAN, else the CN), the name that rate
-//     limits and the audit log use too, where the engine accepts any SAN.
-//     With the engine, the policy would have to be translated into allow
-//     rules on metadata that the authentication interceptor writes
-//     (x-sessiond-caller, x-sessiond-role-<role>) after deleting any the
-//     client sent.
-//
-// So the policy below is a small matcher that keeps the engine's semantics
-// where they overlap: allow rules only (anything not allowed is denied), RPC
-// paths matched exactly or as "package.Service/*", caller names exactly, as
-// "*" (any caller with an identity), or with one "*" at the start or end.
+// The policy is a small matcher with the semantics of grpc-go's authz engine
+// where they overlap (allow rules only, methods exact or "pkg.Service/*",
+// callers exact, "*" or with one "*" at an end). The engine itself does not
+// fit: it needs modules sessiond does not carry (cel.dev/expr, genproto's
+// api), and it cannot match API-key callers or roles without rewriting
+// request metadata.
+package access
 
 import (
 	"encoding/json"
@@ -36,6 +18,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 )
 
 // Built-in roles. A caller holds a role when its API key's entry names it, or
@@ -52,17 +36,22 @@ const (
 	RoleAdmin = "admin"
 )
 
+// envoyCheckMethod is Envoy's ext_authz Check, which the validator role may
+// call. Spelled out here so that only server/extauthz imports
+// go-control-plane; a test holds it to the generated constant.
+const envoyCheckMethod = "/envoy.service.auth.v3.Authorization/Check"
+
 // builtinRoles are the RPCs each built-in role may call, as method patterns.
 var builtinRoles = map[string][]string{
 	RoleValidator: {
-		"/" + ServiceName + "/ValidateSession",
-		"/" + ServiceName + "/WatchRevocations",
-		"/envoy.service.auth.v3.Authorization/Check",
+		sessionauthv1.SessionAuthority_ValidateSession_FullMethodName,
+		sessionauthv1.SessionAuthority_WatchRevocations_FullMethodName,
+		envoyCheckMethod,
 	},
 	RoleIssuer: {
-		"/" + ServiceName + "/CreateSession",
-		"/" + ServiceName + "/RotateSession",
-		"/" + ServiceName + "/RevokeSession",
+		sessionauthv1.SessionAuthority_CreateSession_FullMethodName,
+		sessionauthv1.SessionAuthority_RotateSession_FullMethodName,
+		sessionauthv1.SessionAuthority_RevokeSession_FullMethodName,
 	},
 	RoleAdmin: {"*"},
 }

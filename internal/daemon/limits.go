@@ -1,4 +1,4 @@
-package server
+package daemon
 
 import (
 	"time"
@@ -7,7 +7,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
-// Limits are the gRPC transport limits of the server. They bound what one
+// Limits are the gRPC transport limits of the server; a zero field means
+// DefaultLimits'. They bound what one
 // client can make sessiond hold (memory, streams, idle connections, half-done
 // handshakes) without getting in the way of well-behaved clients.
 type Limits struct {
@@ -58,8 +59,32 @@ var DefaultLimits = Limits{
 	},
 }
 
-// ServerOptions returns l as options for grpc.NewServer (GRPCOptions.ServerOptions).
-func (l Limits) ServerOptions() []grpc.ServerOption {
+// withDefaults returns l with its zero fields replaced by DefaultLimits'.
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MaxRecvMsgSize <= 0 {
+		l.MaxRecvMsgSize = d.MaxRecvMsgSize
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = d.MaxConcurrentStreams
+	}
+	if l.MaxHeaderListSize == 0 {
+		l.MaxHeaderListSize = d.MaxHeaderListSize
+	}
+	if l.ConnectionTimeout <= 0 {
+		l.ConnectionTimeout = d.ConnectionTimeout
+	}
+	if l.Enforcement == (keepalive.EnforcementPolicy{}) {
+		l.Enforcement = d.Enforcement
+	}
+	if l.Keepalive == (keepalive.ServerParameters{}) {
+		l.Keepalive = d.Keepalive
+	}
+	return l
+}
+
+// serverOptions returns l as options for grpc.NewServer.
+func (l Limits) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),

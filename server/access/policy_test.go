@@ -1,8 +1,10 @@
-package server
+package access
 
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"slices"
 	"strings"
 	"testing"
@@ -72,7 +74,7 @@ func TestPolicy(t *testing.T) {
 			t.Errorf("rolesOf(%q, %v) = %v, want %v", tc.name, tc.have, got, tc.want)
 		}
 	}
-	svc := "/" + ServiceName + "/"
+	svc := "/" + sessionauthv1.SessionAuthority_ServiceDesc.ServiceName + "/"
 	for _, tc := range []struct {
 		caller Caller
 		method string
@@ -113,5 +115,11 @@ func TestPolicy(t *testing.T) {
 		if _, err := ParsePolicy(strings.NewReader(tc.policy)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParsePolicy(%s) = %v, want %q", tc.policy, err, tc.want)
 		}
+	}
+}
+
+func TestEnvoyCheckMethodIsEnvoys(t *testing.T) {
+	if envoyCheckMethod != authv3.Authorization_Check_FullMethodName {
+		t.Fatalf("envoyCheckMethod = %q, want %q", envoyCheckMethod, authv3.Authorization_Check_FullMethodName)
 	}
 }
