@@ -98,7 +98,7 @@ func (a *Auth) SetAPIKeys(keys *APIKeys) {
 // start afterwards use it.
 func (a *Auth) SetPolicy(p *Policy) {
 	if p == nil {
-		p = BuiltinPolicy()
+		p = builtinPolicy()
 	}
 	a.policy.Store(p)
 }

@@ -154,8 +154,8 @@ func ParsePolicy(r io.Reader) (*Policy, error) {
 	return &Policy{rules: f.Rules}, nil
 }
 
-// BuiltinPolicy is the policy with no rules: the built-in roles only.
-func BuiltinPolicy() *Policy { return &Policy{} }
+// builtinPolicy is the policy with no rules: the built-in roles only.
+func builtinPolicy() *Policy { return &Policy{} }
 
 // rolesOf returns every role a caller named name holds, given the roles it
 // holds already (its API key's): those, and every role the policy grants to
