@@ -104,18 +104,21 @@ func startSessiond(t *testing.T, rdb redis.UniversalClient, requestTimeout, heal
 	return sessionauthv1.NewSessionAuthorityClient(d.Conn), d
 }
 
-// logTail logs the last n warnings and errors of a failed test's sessiond.
+// logTail logs every error of a failed test's sessiond (an Internal answer
+// has its cause there), and its last n warnings.
 func logTail(t *testing.T, logs string, n int) {
 	t.Helper()
-	var tail []string
-	lines := strings.Split(logs, "\n")
-	for i := len(lines) - 1; i >= 0 && len(tail) < n; i-- {
-		if strings.Contains(lines[i], "level=WARN") || strings.Contains(lines[i], "level=ERROR") {
-			tail = append(tail, lines[i])
+	var errs, warns []string
+	for line := range strings.SplitSeq(logs, "\n") {
+		switch {
+		case strings.Contains(line, "level=ERROR"):
+			errs = append(errs, line)
+		case strings.Contains(line, "level=WARN"):
+			warns = append(warns, line)
 		}
 	}
-	slices.Reverse(tail)
-	t.Logf("sessiond's last %d warnings and errors:\n%s", len(tail), strings.Join(tail, "\n"))
+	warns = warns[max(0, len(warns)-n):]
+	t.Logf("sessiond's errors (%d):\n%s\nits last %d warnings:\n%s", len(errs), strings.Join(errs, "\n"), len(warns), strings.Join(warns, "\n"))
 }
 
 // sessionKey is the Redis key of the session with this id (README, "Redis

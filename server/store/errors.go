@@ -31,8 +31,11 @@ var (
 )
 
 // transientPrefixes are Redis error replies that mean "this node cannot serve
-// now", as opposed to a bug in the command sent.
-var transientPrefixes = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "OOM"}
+// now", as opposed to a bug in the command sent. MOVED and ASK reach the
+// store only when a Cluster's slots moved more often than go-redis follows
+// redirections (a failover in progress), and EXECABORT when a command queued
+// in a MULTI was refused for one of these reasons.
+var transientPrefixes = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "OOM", "MOVED", "ASK", "EXECABORT"}
 
 // wrapErr classifies an error from go-redis. Context errors are returned as
 // they are (wrapped), so the caller can tell its own deadline from Redis'.
