@@ -27,9 +27,10 @@ test: ## Run every test with -race against redis-server processes the tests star
 	  echo "  (or set REDIS_SERVER_BIN to a redis-server binary)"; exit 1; }
 	$(GO) test -race -count=1 -timeout 10m ./...
 
-# The packages with fuzz targets; every func Fuzz... in their _test.go files is
-# run. go test -fuzz takes one target per invocation, hence the loop.
-FUZZ_PKGS := ./server/store ./server ./internal/credential ./client
+# The packages with fuzz targets, found (so that a moved target is never
+# dropped); every func Fuzz... in their _test.go files is run. go test -fuzz
+# takes one target per invocation, hence the loop.
+FUZZ_PKGS := $(patsubst %/,%,$(sort $(dir $(shell grep -rl --include='*_test.go' '^func Fuzz' .))))
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 10s); seeds are in each package's testdata/fuzz/
