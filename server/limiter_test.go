@@ -78,6 +78,9 @@ func TestLimiterRefillsAndCharges(t *testing.T) {
 	}
 }
 
+// TestLimiterMemoryIsBounded: a flood of distinct callers never holds more
+// than maxKeys buckets, idle buckets go on their own, and the callers being
+// limited are the last to be forgotten.
 func TestLimiterMemoryIsBounded(t *testing.T) {
 	t.Parallel()
 	clock := testutil.NewClock()

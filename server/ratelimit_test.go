@@ -265,10 +265,6 @@ func forgedToken(tok string) string {
 	return string(b)
 }
 
-// TestLimiterMemoryIsBounded: a flood of distinct callers never holds more
-// than maxKeys buckets, idle buckets go on their own, and the callers being
-// limited are the last to be forgotten.
-
 // A rotation tells whether a token is live and hands out a new one if it
 // is: failed rotations share the failed-validation limit, or rotating would
 // be a way around it.
