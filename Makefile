@@ -45,14 +45,20 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s); seeds are in each pack
 bench: ## Load-test sessiond against its floors (cmd/sessionbench); BENCHARGS="--concurrency 16,64 --rounds 3"
 	$(GO) run ./cmd/sessionbench $(BENCHARGS)
 
+# What server reflection serves: proto/ built by buf with its source info (the
+# comments, so that grpcurl describe shows them) and without its imports, as a
+# FileDescriptorSet that internal/daemon embeds (reflection.go).
+REFLECTION_DESCRIPTORS := internal/daemon/session_authority.binpb
+
 .PHONY: generate
-generate: ## Regenerate gen/ from proto/ with buf
+generate: ## Regenerate gen/ from proto/ with buf, and the descriptors reflection serves
 	$(BUF) generate
+	$(BUF) build --exclude-imports --as-file-descriptor-set -o $(REFLECTION_DESCRIPTORS)
 
 .PHONY: checkgenerate
-checkgenerate: generate ## Fail if gen/ is not what proto/ generates
-	@git diff --exit-code -- gen/ >/dev/null && [ -z "$$(git status --porcelain -- gen/)" ] || { \
-	  git status --short -- gen/; echo "gen/ is stale: run make generate and commit the result"; exit 1; }
+checkgenerate: generate ## Fail if gen/ or the reflection descriptors are not what proto/ generates
+	@git diff --exit-code -- gen/ $(REFLECTION_DESCRIPTORS) >/dev/null && [ -z "$$(git status --porcelain -- gen/ $(REFLECTION_DESCRIPTORS))" ] || { \
+	  git status --short -- gen/ $(REFLECTION_DESCRIPTORS); echo "gen/ or $(REFLECTION_DESCRIPTORS) is stale: run make generate and commit the result"; exit 1; }
 
 .PHONY: lint
 lint: ## go vet, gofmt, buf lint and buf format

@@ -2,81 +2,224 @@ package client
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/sessiond/sessiond/internal/credential"
+	"github.com/sessiond/sessiond/internal/retryafter"
 )
 
-// AuthOption configures the interceptors and the HTTP middleware.
-type AuthOption func(*authOptions)
+// DefaultCookieName is the cookie that carries the token, here and in
+// sessiond's gateways (--authz-cookie-name). The __Host- prefix makes the
+// browser refuse the cookie unless it is Secure, host-only and for Path=/,
+// so a subdomain or a plain-HTTP page cannot plant or overwrite a session
+// cookie; browsers treat http://localhost as secure, so it works in
+// development too.
+const DefaultCookieName = "__Host-session"
+
+// DefaultValidationTimeout is how long the interceptors and the middleware
+// wait for sessiond before answering Unavailable (503).
+const DefaultValidationTimeout = 2 * time.Second
+
+// EndUserMetadataKey is the metadata key in which validations name the end
+// user's IP address, so that sessiond limits failed validations per end user
+// rather than per service (see WithClientIPHeader).
+const EndUserMetadataKey = "x-sessiond-end-user"
+
+// GRPCAuthOption configures the gRPC interceptors and AuthFunc.
+type GRPCAuthOption interface{ applyGRPC(*authOptions) }
+
+// HTTPAuthOption configures HTTPMiddleware and TokenFromRequest.
+type HTTPAuthOption interface{ applyHTTP(*authOptions) }
+
+// AuthOption configures both the gRPC interceptors and the HTTP middleware.
+// Options that make sense for one of them only are a GRPCAuthOption or an
+// HTTPAuthOption, so that none compiles where it would do nothing.
+type AuthOption interface {
+	GRPCAuthOption
+	HTTPAuthOption
+}
 
 type authOptions struct {
-	metadataKey string
-	scheme      string
-	cookieName  string
-	public      []string
+	metadataKey  string
+	scheme       string
+	cookieName   string
+	public       []string // method patterns
+	publicPaths  []string // path patterns
+	timeout      time.Duration
+	clientIPFrom string // trusted header (HTTP) or metadata key (gRPC); "" means the peer
+	onError      func(http.ResponseWriter, *http.Request, error)
+	endStreams   bool
 }
 
 var defaultAuthOptions = authOptions{
 	metadataKey: "authorization",
 	scheme:      "Bearer",
-	cookieName:  "session",
-	public:      []string{"/grpc.health.v1.Health/"},
+	cookieName:  DefaultCookieName,
+	timeout:     DefaultValidationTimeout,
+	endStreams:  true,
 }
 
-// WithMetadataKey sets the gRPC metadata key that carries the token (server
-// interceptors read it, client interceptors write it). Default
-// "authorization".
-func WithMetadataKey(key string) AuthOption {
-	return func(o *authOptions) { o.metadataKey = strings.ToLower(key) }
-}
+// healthPattern is always public: probes carry no session.
+const healthPattern = "/grpc.health.v1.Health/*"
+
+type bothOption func(*authOptions)
+
+func (f bothOption) applyGRPC(o *authOptions) { f(o) }
+func (f bothOption) applyHTTP(o *authOptions) { f(o) }
+
+type grpcOption func(*authOptions)
+
+func (f grpcOption) applyGRPC(o *authOptions) { f(o) }
+
+type httpOption func(*authOptions)
+
+func (f httpOption) applyHTTP(o *authOptions) { f(o) }
 
 // WithScheme sets the scheme before the token in the metadata value and the
 // HTTP Authorization header ("Bearer <token>"). Default "Bearer"; "" means
 // the value is the bare token.
 func WithScheme(scheme string) AuthOption {
-	return func(o *authOptions) { o.scheme = scheme }
+	return bothOption(func(o *authOptions) { o.scheme = scheme })
+}
+
+// WithValidationTimeout bounds how long a validation waits for sessiond;
+// past it the answer is Unavailable (HTTP 503), as when sessiond is down. A
+// caller's own shorter deadline wins. Default DefaultValidationTimeout (2s).
+func WithValidationTimeout(d time.Duration) AuthOption {
+	return bothOption(func(o *authOptions) {
+		if d > 0 {
+			o.timeout = d
+		}
+	})
+}
+
+// WithClientIPHeader names the header (HTTP) or metadata key (gRPC) that a
+// trusted proxy in front of the service sets to the end user's address
+// ("X-Forwarded-For", "X-Real-IP"); its last comma-separated value, the one
+// the nearest proxy saw, is taken. Default: none, the end user is the TCP
+// peer. Validations forward the end user's address to sessiond
+// (EndUserMetadataKey), which limits failed validations per end user, so
+// that one client sending bad tokens does not get the service's other users
+// refused. Set it only behind a proxy that overwrites the header: a client
+// can write any value into it.
+func WithClientIPHeader(name string) AuthOption {
+	return bothOption(func(o *authOptions) { o.clientIPFrom = name })
+}
+
+// WithMetadataKey sets the gRPC metadata key that carries the token (server
+// interceptors read it, client interceptors write it). Default
+// "authorization".
+func WithMetadataKey(key string) GRPCAuthOption {
+	return grpcOption(func(o *authOptions) { o.metadataKey = strings.ToLower(key) })
+}
+
+// WithPublicMethods adds gRPC methods that the server interceptors and
+// AuthFunc let through without a session, in the syntax of sessiond's
+// policy file: "pkg.Service/Method", or "pkg.Service/*" for all of a
+// service's methods (a leading "/" is allowed). The health service
+// (grpc.health.v1.Health/*) is always public. For reflection add
+// "grpc.reflection.v1.ServerReflection/*" and
+// "grpc.reflection.v1alpha.ServerReflection/*".
+func WithPublicMethods(patterns ...string) GRPCAuthOption {
+	return grpcOption(func(o *authOptions) {
+		for _, p := range patterns {
+			o.public = append(o.public, methodPattern(p))
+		}
+	})
+}
+
+// WithStreamRevocation sets whether StreamServerInterceptor ends a stream
+// when its session is revoked: the handler's context is cancelled and the
+// stream ends with Unauthenticated ("session revoked"), within milliseconds
+// of the revocation. It needs the revocation stream of a Client built with
+// WithCache; without it, a stream is checked only when it opens. Default
+// true.
+func WithStreamRevocation(on bool) GRPCAuthOption {
+	return grpcOption(func(o *authOptions) { o.endStreams = on })
 }
 
 // WithCookieName sets the cookie that carries the token for the HTTP
 // middleware, tried when the request has no Authorization header in the
-// scheme. Default "session".
-func WithCookieName(name string) AuthOption {
-	return func(o *authOptions) { o.cookieName = name }
+// scheme. Default DefaultCookieName ("__Host-session").
+func WithCookieName(name string) HTTPAuthOption {
+	return httpOption(func(o *authOptions) { o.cookieName = name })
 }
 
-// WithPublicMethods lists the gRPC methods the server interceptors let
-// through without a session: full method names ("/pkg.Service/Method"), or a
-// service prefix ending in "/" ("/pkg.Service/") for all its methods. It
-// replaces the default, which is the health service only
-// ("/grpc.health.v1.Health/"), so include that to keep probes working. For
-// reflection add "/grpc.reflection.v1.ServerReflection/" and
-// "/grpc.reflection.v1alpha.ServerReflection/".
-func WithPublicMethods(methods ...string) AuthOption {
-	return func(o *authOptions) { o.public = methods }
+// WithPublicPaths lets requests for these paths through HTTPMiddleware
+// without a session (and without SessionFromContext): an exact path
+// ("/healthz"), or a prefix ending in "/*" ("/static/*").
+func WithPublicPaths(patterns ...string) HTTPAuthOption {
+	return httpOption(func(o *authOptions) { o.publicPaths = append(o.publicPaths, patterns...) })
 }
 
-func buildAuthOptions(opts []AuthOption) authOptions {
+// WithErrorHandler replaces the plain-text answers of HTTPMiddleware when a
+// request cannot go on. err is a gRPC status error: codes.Unauthenticated
+// (401), codes.ResourceExhausted (429) or codes.Unavailable (503). The
+// WWW-Authenticate or Retry-After header is already set when h is called;
+// h writes the status and body (JSON, say, or a redirect to a login page).
+func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) HTTPAuthOption {
+	return httpOption(func(o *authOptions) { o.onError = h })
+}
+
+func grpcAuthOptions(opts []GRPCAuthOption) authOptions {
 	o := defaultAuthOptions
-	o.public = append([]string(nil), o.public...)
+	o.public = []string{healthPattern}
 	for _, opt := range opts {
-		opt(&o)
+		opt.applyGRPC(&o)
 	}
 	return o
 }
 
+func httpAuthOptions(opts []HTTPAuthOption) authOptions {
+	o := defaultAuthOptions
+	for _, opt := range opts {
+		opt.applyHTTP(&o)
+	}
+	return o
+}
+
+// methodPattern normalizes a method pattern to "/pkg.Service/Method" or
+// "/pkg.Service/*"; the older "/pkg.Service/" means the latter.
+func methodPattern(p string) string {
+	p = "/" + strings.TrimPrefix(p, "/")
+	if strings.HasSuffix(p, "/") {
+		p += "*"
+	}
+	return p
+}
+
+// matchPattern matches s against an exact pattern or a prefix ending in "*".
+func matchPattern(pattern, s string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(s, prefix)
+	}
+	return pattern == s
+}
+
 func (o *authOptions) isPublic(fullMethod string) bool {
-	for _, m := range o.public {
-		if m == fullMethod || (strings.HasSuffix(m, "/") && strings.HasPrefix(fullMethod, m)) {
+	for _, p := range o.public {
+		if matchPattern(p, fullMethod) {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *authOptions) isPublicPath(path string) bool {
+	for _, p := range o.publicPaths {
+		if matchPattern(p, path) {
 			return true
 		}
 	}
@@ -113,30 +256,41 @@ const (
 	msgInvalid     = "session token is invalid or expired"
 	msgUnavailable = "session service unavailable; retry later"
 	msgRateLimited = "too many failed session checks; retry later"
+	msgRevoked     = "session revoked"
 )
 
-// authenticate validates token and maps the outcome for the caller of a
-// protected service: Unauthenticated for a bad token, Unavailable whenever
-// sessiond could not say (fail closed), the caller's own context error if it
+var errValidationTimeout = errors.New("sessiond did not answer within the validation timeout")
+
+// authenticate validates token for the end user at endUser ("" when
+// unknown) and maps the outcome for the caller of a protected service:
+// Unauthenticated for a bad token, Unavailable whenever sessiond could not
+// say in time (fail closed), ResourceExhausted (with sessiond's RetryInfo)
+// when sessiond throttles failures, the caller's own context error if it
 // went away.
-func (c *Client) authenticate(ctx context.Context, token string) (*Session, error) {
+func (c *Client) authenticate(ctx context.Context, o *authOptions, token, endUser string) (*Session, error) {
 	if token == "" {
 		return nil, status.Error(codes.Unauthenticated, msgNoToken)
 	}
-	s, err := c.Validate(ctx, token)
+	vctx, cancel := context.WithTimeoutCause(ctx, o.timeout, errValidationTimeout)
+	defer cancel()
+	if endUser != "" {
+		vctx = metadata.AppendToOutgoingContext(vctx, EndUserMetadataKey, endUser)
+	}
+	s, err := c.Validate(vctx, token)
 	if err == nil {
 		return s, nil
 	}
 	if ctx.Err() != nil {
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	switch status.Code(err) {
+	st := status.Convert(err)
+	switch st.Code() {
 	case codes.Unauthenticated, codes.InvalidArgument:
 		return nil, status.Error(codes.Unauthenticated, msgInvalid)
 	case codes.ResourceExhausted:
-		// sessiond rate-limits this service's failed validations: too many
-		// bad tokens came through it. Not a verdict on this token.
-		return nil, status.Error(codes.ResourceExhausted, msgRateLimited)
+		// sessiond throttles the failures of this end user (or of this
+		// service): not a verdict on this token. Its RetryInfo says when.
+		return nil, status.FromProto(&spb.Status{Code: int32(codes.ResourceExhausted), Message: msgRateLimited, Details: st.Proto().GetDetails()}).Err()
 	default:
 		return nil, status.Error(codes.Unavailable, msgUnavailable)
 	}
@@ -144,46 +298,124 @@ func (c *Client) authenticate(ctx context.Context, token string) (*Session, erro
 
 // AuthFunc returns a go-grpc-middleware auth.AuthFunc that validates the
 // token in the incoming metadata and puts the Session in the context, for
-// services that already chain auth.UnaryServerInterceptor (combine it with a
-// selector for public methods; WithPublicMethods does not apply here).
-func (c *Client) AuthFunc(opts ...AuthOption) auth.AuthFunc {
-	o := buildAuthOptions(opts)
+// services that already chain auth.UnaryServerInterceptor. Public methods
+// (WithPublicMethods, the health service) pass without a session.
+func (c *Client) AuthFunc(opts ...GRPCAuthOption) auth.AuthFunc {
+	o := grpcAuthOptions(opts)
 	return func(ctx context.Context) (context.Context, error) {
-		token := ""
-		if vals := metadata.ValueFromIncomingContext(ctx, o.metadataKey); len(vals) == 1 {
-			token, _ = credential.FromAuthorization(vals[0], o.scheme)
+		if m, ok := grpc.Method(ctx); ok && o.isPublic(m) {
+			return ctx, nil
 		}
-		s, err := c.authenticate(ctx, token)
-		if err != nil {
-			return nil, err
-		}
-		return withSession(ctx, s, token), nil
+		return c.authGRPC(ctx, &o)
 	}
 }
 
-func (o *authOptions) matcher() selector.Matcher {
-	return selector.MatchFunc(func(_ context.Context, meta interceptors.CallMeta) bool {
-		return !o.isPublic(meta.FullMethod())
-	})
+// authGRPC validates the token of an incoming gRPC call.
+func (c *Client) authGRPC(ctx context.Context, o *authOptions) (context.Context, error) {
+	token := ""
+	if vals := metadata.ValueFromIncomingContext(ctx, o.metadataKey); len(vals) == 1 {
+		token, _ = credential.FromAuthorization(vals[0], o.scheme)
+	}
+	s, err := c.authenticate(ctx, o, token, o.grpcEndUser(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return withSession(ctx, s, token), nil
+}
+
+// grpcEndUser is the address of the end user of an incoming call.
+func (o *authOptions) grpcEndUser(ctx context.Context) string {
+	if o.clientIPFrom != "" {
+		if v := metadata.ValueFromIncomingContext(ctx, strings.ToLower(o.clientIPFrom)); len(v) > 0 {
+			return lastAddr(v[len(v)-1])
+		}
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return hostOf(p.Addr.String())
+	}
+	return ""
+}
+
+// lastAddr is the last address of a comma-separated list (X-Forwarded-For).
+func lastAddr(list string) string {
+	if i := strings.LastIndexByte(list, ','); i >= 0 {
+		list = list[i+1:]
+	}
+	return hostOf(strings.TrimSpace(list))
+}
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }
 
 // UnaryServerInterceptor protects a gRPC service with sessiond: every call
-// but the public methods (WithPublicMethods; by default the health service)
-// must carry a live session's token in its metadata ("authorization: Bearer
+// but the public methods (the health service and WithPublicMethods) must
+// carry a live session's token in its metadata ("authorization: Bearer
 // <token>" by default), or fails with Unauthenticated; when sessiond cannot
-// answer, it fails with Unavailable, never letting the call through. The
-// handler finds the Session with SessionFromContext.
-func UnaryServerInterceptor(c *Client, opts ...AuthOption) grpc.UnaryServerInterceptor {
-	o := buildAuthOptions(opts)
-	return selector.UnaryServerInterceptor(auth.UnaryServerInterceptor(c.AuthFunc(opts...)), o.matcher())
+// answer within the validation timeout, it fails with Unavailable, never
+// letting the call through. The handler finds the Session with
+// SessionFromContext.
+func UnaryServerInterceptor(c *Client, opts ...GRPCAuthOption) grpc.UnaryServerInterceptor {
+	o := grpcAuthOptions(opts)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if o.isPublic(info.FullMethod) {
+			return handler(ctx, req)
+		}
+		ctx, err := c.authGRPC(ctx, &o)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streaming calls: the
-// session is checked once, when the stream opens.
-func StreamServerInterceptor(c *Client, opts ...AuthOption) grpc.StreamServerInterceptor {
-	o := buildAuthOptions(opts)
-	return selector.StreamServerInterceptor(auth.StreamServerInterceptor(c.AuthFunc(opts...)), o.matcher())
+// session is checked when the stream opens and, with a caching Client (see
+// WithStreamRevocation), the stream ends with Unauthenticated when the
+// session is revoked.
+func StreamServerInterceptor(c *Client, opts ...GRPCAuthOption) grpc.StreamServerInterceptor {
+	o := grpcAuthOptions(opts)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if o.isPublic(info.FullMethod) {
+			return handler(srv, ss)
+		}
+		watch := c.cache != nil && o.endStreams
+		var since uint64
+		if watch {
+			since = c.cache.begin() // revocations from here on end the stream
+		}
+		ctx, err := c.authGRPC(ss.Context(), &o)
+		if err != nil {
+			return err
+		}
+		if !watch {
+			return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+		}
+		s, _ := SessionFromContext(ctx)
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		stop := c.cache.onRevoke(s.GetSessionId(), since, func() { cancel(errSessionRevoked) })
+		defer stop()
+		err = handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+		if errors.Is(context.Cause(ctx), errSessionRevoked) {
+			return status.Error(codes.Unauthenticated, msgRevoked)
+		}
+		return err
+	}
 }
+
+var errSessionRevoked = errors.New(msgRevoked)
+
+// contextStream is ss with another context.
+type contextStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *contextStream) Context() context.Context { return s.ctx }
 
 // outgoing adds the context's token (ContextWithToken, or the one a server
 // interceptor validated) to the outgoing metadata, unless the call already
@@ -206,16 +438,16 @@ func (o *authOptions) outgoing(ctx context.Context) context.Context {
 // UnaryClientInterceptor forwards the caller's token to downstream calls: a
 // service protected by UnaryServerInterceptor that calls another protected
 // service with this interceptor calls it as its own caller.
-func UnaryClientInterceptor(opts ...AuthOption) grpc.UnaryClientInterceptor {
-	o := buildAuthOptions(opts)
+func UnaryClientInterceptor(opts ...GRPCAuthOption) grpc.UnaryClientInterceptor {
+	o := grpcAuthOptions(opts)
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, callOpts ...grpc.CallOption) error {
 		return invoker(o.outgoing(ctx), method, req, reply, cc, callOpts...)
 	}
 }
 
 // StreamClientInterceptor is UnaryClientInterceptor for streaming calls.
-func StreamClientInterceptor(opts ...AuthOption) grpc.StreamClientInterceptor {
-	o := buildAuthOptions(opts)
+func StreamClientInterceptor(opts ...GRPCAuthOption) grpc.StreamClientInterceptor {
+	o := grpcAuthOptions(opts)
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, callOpts ...grpc.CallOption) (grpc.ClientStream, error) {
 		return streamer(o.outgoing(ctx), desc, cc, method, callOpts...)
 	}
@@ -224,8 +456,8 @@ func StreamClientInterceptor(opts ...AuthOption) grpc.StreamClientInterceptor {
 // TokenFromRequest returns the session token of an HTTP request: from its
 // Authorization header in the configured scheme, else from the configured
 // cookie.
-func TokenFromRequest(r *http.Request, opts ...AuthOption) (string, bool) {
-	o := buildAuthOptions(opts)
+func TokenFromRequest(r *http.Request, opts ...HTTPAuthOption) (string, bool) {
+	o := httpAuthOptions(opts)
 	return o.tokenFromRequest(r)
 }
 
@@ -241,15 +473,27 @@ func (o *authOptions) tokenFromRequest(r *http.Request) (string, bool) {
 	return "", false
 }
 
+// httpEndUser is the address of the end user of an HTTP request.
+func (o *authOptions) httpEndUser(r *http.Request) string {
+	if o.clientIPFrom != "" {
+		if v := r.Header.Values(o.clientIPFrom); len(v) > 0 {
+			return lastAddr(v[len(v)-1])
+		}
+	}
+	return hostOf(r.RemoteAddr)
+}
+
 // HTTPMiddleware protects an http.Handler with sessiond: the token comes from
 // the Authorization header ("Bearer <token>") or the session cookie
-// (WithCookieName; default "session"). A request without a live session gets
-// 401 with a WWW-Authenticate challenge; when sessiond cannot answer, 503
-// with Retry-After, and when sessiond rate-limits this service's failed
-// checks, 429 with Retry-After: never the handler. The handler finds the Session with
-// SessionFromContext(r.Context()).
-func HTTPMiddleware(c *Client, opts ...AuthOption) func(http.Handler) http.Handler {
-	o := buildAuthOptions(opts)
+// (WithCookieName; default DefaultCookieName). A request without a live
+// session gets 401 with a WWW-Authenticate challenge; when sessiond cannot
+// answer within the validation timeout, 503 with Retry-After; when sessiond
+// throttles the failed checks of this end user, 429 with the Retry-After
+// sessiond asked for: never the handler (WithErrorHandler writes other
+// bodies). Public paths (WithPublicPaths) pass without a session. The
+// handler finds the Session with SessionFromContext(r.Context()).
+func HTTPMiddleware(c *Client, opts ...HTTPAuthOption) func(http.Handler) http.Handler {
+	o := httpAuthOptions(opts)
 	challenge := o.scheme
 	if challenge == "" {
 		challenge = "Bearer"
@@ -257,23 +501,44 @@ func HTTPMiddleware(c *Client, opts ...AuthOption) func(http.Handler) http.Handl
 	challenge += ` realm="sessiond"`
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if o.isPublicPath(r.URL.Path) {
+				next.ServeHTTP(w, r)
+				return
+			}
 			token, _ := o.tokenFromRequest(r)
-			s, err := c.authenticate(r.Context(), token)
-			switch status.Code(err) {
+			s, err := c.authenticate(r.Context(), &o, token, o.httpEndUser(r))
+			st := status.Convert(err)
+			switch st.Code() {
 			case codes.OK:
 				next.ServeHTTP(w, r.WithContext(withSession(r.Context(), s, token)))
+				return
+			case codes.Canceled:
+				return // the client went away; nobody reads the answer
 			case codes.Unauthenticated:
 				w.Header().Set("WWW-Authenticate", challenge)
-				http.Error(w, "401 Unauthorized: no valid session", http.StatusUnauthorized)
 			case codes.ResourceExhausted:
-				w.Header().Set("Retry-After", "1")
-				http.Error(w, "429 Too Many Requests: too many failed session checks; retry later", http.StatusTooManyRequests)
-			case codes.Canceled:
-				// The client went away; nobody reads the answer.
+				w.Header().Set("Retry-After", retryafter.Header(st))
 			default:
+				err = status.Error(codes.Unavailable, msgUnavailable)
 				w.Header().Set("Retry-After", "1")
-				http.Error(w, "503 Service Unavailable: the session service is unavailable; retry later", http.StatusServiceUnavailable)
 			}
+			if o.onError != nil {
+				o.onError(w, r, err)
+				return
+			}
+			writeHTTPError(w, status.Code(err))
 		})
+	}
+}
+
+// writeHTTPError is HTTPMiddleware's default answer for code.
+func writeHTTPError(w http.ResponseWriter, code codes.Code) {
+	switch code {
+	case codes.Unauthenticated:
+		http.Error(w, "401 Unauthorized: no valid session", http.StatusUnauthorized)
+	case codes.ResourceExhausted:
+		http.Error(w, "429 Too Many Requests: too many failed session checks; retry later", http.StatusTooManyRequests)
+	default:
+		http.Error(w, "503 Service Unavailable: the session service is unavailable; retry later", http.StatusServiceUnavailable)
 	}
 }

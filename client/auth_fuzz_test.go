@@ -68,7 +68,7 @@ func FuzzTokenFromRequest(f *testing.F) {
 		if !credential.ValidCookieName(cookieName) {
 			cookieName = "session"
 		}
-		opts := []client.AuthOption{client.WithScheme(scheme), client.WithCookieName(cookieName)}
+		opts := []client.HTTPAuthOption{client.WithScheme(scheme), client.WithCookieName(cookieName)}
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		auths := authValues(auth1, auth2, nAuth)
 		for _, v := range auths {

@@ -203,7 +203,7 @@ func TestCache(t *testing.T) {
 	t.Cleanup(func() { _ = cached.Close() })
 	plain := client.New(sd.Conn)
 	ctx := ctxT(t)
-	waitFor(t, "the cache to go live", cached.CacheLive)
+	waitFor(t, "the cache to go live", func() bool { return cached.CacheStats().Live })
 
 	token, _, err := plain.Create(ctx, client.NewSession{UserID: "dave"})
 	if err != nil {
@@ -236,7 +236,7 @@ func TestCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	sd.Stop()
-	waitFor(t, "the cache to go off", func() bool { return !cached.CacheLive() })
+	waitFor(t, "the cache to go off", func() bool { return !cached.CacheStats().Live })
 	if _, err := cached.Validate(ctx, token2); status.Code(err) != codes.Unavailable {
 		t.Fatalf("with sessiond down a cached token gave %v, want Unavailable", err)
 	}

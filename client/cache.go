@@ -43,6 +43,9 @@ type cache struct {
 	live      bool
 	lru       *simplelru.LRU[tokenKey, *cacheEntry]
 	bySession map[string]tokenKey
+	// watchers are the streams that end when their session is revoked
+	// (onRevoke), by session id.
+	watchers map[string]map[*revokeWatcher]struct{}
 	// seq counts revocation events and drops; recent remembers what the last
 	// ones named ("" for a drop), so that add can tell whether a validation
 	// was overtaken by a revocation while it was in flight.
@@ -105,16 +108,8 @@ func (c *cache) add(token string, s *Session, start uint64) {
 	if !c.live {
 		return
 	}
-	if since := c.seq - start; since > 0 {
-		if since > uint64(min(c.recentLen, recentEvents)) {
-			return // too much happened to tell
-		}
-		for i := range int(since) {
-			r := c.recent[(c.recentLen-1-i+recentEvents)%recentEvents]
-			if r.sessionID == "" || r.sessionID == s.GetSessionId() {
-				return
-			}
-		}
+	if c.revokedSince(s.GetSessionId(), start, true) {
+		return
 	}
 	until := c.now().Add(c.ttl)
 	for _, t := range []time.Time{s.GetExpiresAt().AsTime(), s.GetIdleExpiresAt().AsTime()} {
@@ -130,6 +125,58 @@ func (c *cache) add(token string, s *Session, start uint64) {
 }
 
 // note records an event (sessionID "" for a drop). Called with mu held.
+// revokedSince reports whether sessionID may have been revoked since seq
+// start (begin): an event named it, or too many events came to tell; with
+// drops, a break of the revocation stream counts too. c.mu is held.
+func (c *cache) revokedSince(sessionID string, start uint64, drops bool) bool {
+	since := c.seq - start
+	if since == 0 {
+		return false
+	}
+	if since > uint64(min(c.recentLen, recentEvents)) {
+		return true // too much happened to tell
+	}
+	for i := range int(since) {
+		r := c.recent[(c.recentLen-1-i+recentEvents)%recentEvents]
+		if r.sessionID == sessionID || (drops && r.sessionID == "") {
+			return true
+		}
+	}
+	return false
+}
+
+// onRevoke calls fn once if sessionID is revoked after seq since (begin),
+// until stop is called: at once if it already was. fn must not block.
+func (c *cache) onRevoke(sessionID string, since uint64, fn func()) (stop func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.revokedSince(sessionID, since, false) {
+		fn()
+		return func() {}
+	}
+	w := &revokeWatcher{fn: fn}
+	if c.watchers == nil {
+		c.watchers = map[string]map[*revokeWatcher]struct{}{}
+	}
+	if c.watchers[sessionID] == nil {
+		c.watchers[sessionID] = map[*revokeWatcher]struct{}{}
+	}
+	c.watchers[sessionID][w] = struct{}{}
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if ws := c.watchers[sessionID]; ws != nil {
+			delete(ws, w)
+			if len(ws) == 0 {
+				delete(c.watchers, sessionID)
+			}
+		}
+	}
+}
+
+// revokeWatcher is a stream waiting for its session's revocation.
+type revokeWatcher struct{ fn func() }
+
 func (c *cache) note(sessionID string) {
 	c.seq++
 	c.recent[c.recentLen%recentEvents] = struct {
@@ -151,6 +198,10 @@ func (c *cache) revoke(sessionIDs []string) {
 		if key, ok := c.bySession[id]; ok && c.lru.Remove(key) {
 			c.revoked.Add(1)
 		}
+		for w := range c.watchers[id] {
+			w.fn()
+		}
+		delete(c.watchers, id)
 	}
 }
 
@@ -223,13 +274,6 @@ func (c *cache) stats() CacheStats {
 		CapacityEvictions:   c.evicted.Load(),
 		Drops:               c.drops.Load(),
 	}
-}
-
-// isLive reports whether the cache is being used.
-func (c *cache) isLive() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.live
 }
 
 // watchRevocations keeps a WatchRevocations stream open until ctx ends,

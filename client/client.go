@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
@@ -108,10 +110,6 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// CacheLive reports whether the cache is in use: it was enabled with
-// WithCache and the revocation stream is established.
-func (c *Client) CacheLive() bool { return c.cache != nil && c.cache.isLive() }
-
 // CacheStats reports what the cache has done since New (see CacheStats);
 // without WithCache it returns the zero CacheStats. It is cheap enough to
 // call on every metrics scrape: package clientmetrics exports it to
@@ -121,6 +119,31 @@ func (c *Client) CacheStats() CacheStats {
 		return CacheStats{}
 	}
 	return c.cache.stats()
+}
+
+// DialOptions are the dial options this package recommends for a
+// connection to sessiond, to add to the caller's credentials:
+//
+//   - reconnection backoff capped at 1s (gRPC's default grows to 2 minutes,
+//     so a service would answer 503 long after sessiond is back);
+//   - keepalive pings every 30s, also while idle, which sessiond's
+//     enforcement policy (at most one per 10s) permits, so that a dead
+//     connection is noticed without waiting for a call to time out;
+//   - round-robin over every address the name resolves to: dial
+//     "dns:///sessiond.example.internal:50051" to spread calls over several
+//     replicas.
+//
+// For example: grpc.NewClient(target, append(client.DialOptions(),
+// grpc.WithTransportCredentials(creds))...).
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+	}
 }
 
 // RPC returns the generated client, for call options or fields this package

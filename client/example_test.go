@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/sessiond/sessiond/client"
@@ -78,7 +79,7 @@ func ExampleWithCache() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	for !cached.CacheLive() { // the revocation stream is being established
+	for !cached.CacheStats().Live { // the revocation stream is being established
 		time.Sleep(time.Millisecond)
 	}
 	s, _ := cached.Validate(ctx, token) // asks sessiond, then caches
@@ -104,7 +105,7 @@ func ExampleWithCache() {
 }
 
 // An HTTP service (or gateway) protected by sessiond: the session comes from
-// the "session" cookie or an Authorization: Bearer header.
+// the client.DefaultCookieName cookie or an Authorization: Bearer header.
 func ExampleHTTPMiddleware() {
 	conn, err := grpc.NewClient(sessiondAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -125,7 +126,7 @@ func ExampleHTTPMiddleware() {
 		log.Fatal(err)
 	}
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
-	req.AddCookie(&http.Cookie{Name: "session", Value: token})
+	req.AddCookie(&http.Cookie{Name: client.DefaultCookieName, Value: token})
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		log.Fatal(err)
@@ -146,10 +147,11 @@ func ExampleHTTPMiddleware() {
 }
 
 // A gRPC service protected by sessiond: every method but the health service
-// needs "authorization: Bearer <token>"; handlers read the session from the
-// context, and calls to other protected services carry the caller's token.
+// and the public ones needs "authorization: Bearer <token>"; handlers read
+// the session from the context, and calls to other protected services carry
+// the caller's token.
 func ExampleUnaryServerInterceptor() {
-	conn, err := grpc.NewClient(sessiondAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(sessiondAddr, append(client.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -157,16 +159,28 @@ func ExampleUnaryServerInterceptor() {
 	sessions := client.New(conn, client.WithCache(100_000, 30*time.Second))
 	defer sessions.Close()
 
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(client.UnaryServerInterceptor(sessions,
-			client.WithPublicMethods("/grpc.health.v1.Health/", "/shop.v1.Auth/Login"))),
+	// The service: shop.v1.Orders, whose handlers call
+	//   s, _ := client.SessionFromContext(ctx)
+	// and whose downstream connections forward the caller's token with
+	//   grpc.NewClient(addr, grpc.WithChainUnaryInterceptor(client.UnaryClientInterceptor()))
+	shop, stop := serveOrders(nil,
+		grpc.ChainUnaryInterceptor(client.UnaryServerInterceptor(sessions, client.WithPublicMethods("shop.v1.Auth/Login"))),
 		grpc.ChainStreamInterceptor(client.StreamServerInterceptor(sessions)),
 	)
-	defer srv.Stop()
-	// Register your services on srv; in a handler:
-	//   s, _ := client.SessionFromContext(ctx)
-	// Downstream connections forward the caller's token:
-	//   grpc.NewClient(addr, grpc.WithChainUnaryInterceptor(client.UnaryClientInterceptor()))
+	defer stop()
+
+	ctx := context.Background()
+	_, err = listOrders(ctx, shop)
+	fmt.Println("without a session:", status.Code(err))
+	token, _, err := sessions.Create(ctx, client.NewSession{UserID: "user-7"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	got, err := listOrders(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), shop)
+	fmt.Println(got, err)
+	// Output:
+	// without a session: Unauthenticated
+	// orders of user-7 <nil>
 }
 
 // "Your devices": a user's live sessions, newest first.

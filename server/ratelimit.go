@@ -85,10 +85,11 @@ func (l *limiter) level(b *bucket, now time.Time) float64 {
 	return min(l.burst, b.tokens+elapsed*l.limit.PerSecond)
 }
 
-// wait is how long a bucket at tokens takes to hold one token again.
+// wait is how long a bucket at tokens takes to hold one token again, rounded
+// up to the millisecond.
 func (l *limiter) wait(tokens float64) time.Duration {
 	secs := min((1-tokens)/l.limit.PerSecond, 24*60*60) // bounded: a tiny rate must not overflow
-	return time.Duration(math.Ceil(secs * float64(time.Second)))
+	return time.Duration(math.Ceil(secs*1000)) * time.Millisecond
 }
 
 // take spends one token of key's bucket, or reports the error to answer if it
@@ -108,17 +109,6 @@ func (l *limiter) take(key string) error {
 	}
 	b.tokens--
 	return nil
-}
-
-// tracking reports whether any caller has a bucket: when none has, check
-// would answer nil for every key, so callers need not compute one.
-func (l *limiter) tracking() bool {
-	if l == nil {
-		return false
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.buckets) > 0
 }
 
 // check reports the error to answer if key's bucket holds no token, without
@@ -203,10 +193,11 @@ func (l *limiter) size() int {
 }
 
 // exhausted is the ResourceExhausted answer, with a google.rpc.RetryInfo
-// detail saying when to retry.
+// detail saying when to retry. The delay is not in the message: one cause,
+// one message.
 func (l *limiter) exhausted(retry time.Duration) error {
-	st := status.Newf(codes.ResourceExhausted, "rate limit exceeded: too many %s from this caller (limit %v, per sessiond replica); retry in %v",
-		l.what, l.limit, retry.Round(time.Millisecond))
+	st := status.Newf(codes.ResourceExhausted, "rate limit exceeded: too many %s (limit %v, per sessiond replica); retry later",
+		l.what, l.limit)
 	if withInfo, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)}); err == nil {
 		st = withInfo
 	}
@@ -221,14 +212,3 @@ type rateLimitedError struct {
 
 func (e *rateLimitedError) Error() string              { return e.st.Message() }
 func (e *rateLimitedError) GRPCStatus() *status.Status { return e.st }
-
-// RetryAfter is the HTTP Retry-After header value (whole seconds, at least 1)
-// for st's google.rpc.RetryInfo detail; "1" without one.
-func RetryAfter(st *status.Status) string {
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok {
-			return strconv.FormatInt(int64(max(1, math.Ceil(ri.GetRetryDelay().AsDuration().Seconds()))), 10)
-		}
-	}
-	return "1"
-}

@@ -62,12 +62,21 @@ type Config struct {
 	// CreateLimit limits CreateSession calls per caller (see RateLimit);
 	// over it a call fails with ResourceExhausted. Zero: no limit.
 	CreateLimit RateLimit
-	// FailedValidationLimit limits, per caller, the validations
-	// (ValidateSession, ValidateToken) of a token that is not a live
-	// session's; successful validations spend nothing. A caller over it gets
-	// ResourceExhausted for every validation, good token or not, until its
-	// bucket refills. Zero: no limit.
+	// FailedValidationLimit limits, per caller, the answers that tell a
+	// guesser a token is not live: failed validations (ValidateSession,
+	// ValidateToken), failed rotations, and revocations by token that
+	// revoked nothing. A live session's token is never refused: over the
+	// limit, only the failures are answered ResourceExhausted instead of
+	// Unauthenticated (revoked=false), until the bucket refills. Zero: no
+	// limit.
 	FailedValidationLimit RateLimit
+	// FailedValidationPerClientLimit is each end user's share of a caller's
+	// failed validations (the end user the caller names, access.Caller's
+	// EndUser; for ext_authz the request's source address), within
+	// FailedValidationLimit: one end user sending bad tokens through a
+	// service is throttled before the service's own budget runs out. Zero:
+	// no per end user limit.
+	FailedValidationPerClientLimit RateLimit
 	// Logger is the operational log; nil means none.
 	Logger *slog.Logger
 	// Audit, if not nil, receives the audit events (see audit.go); nil:
@@ -114,17 +123,19 @@ type Server struct {
 	log         *slog.Logger
 	revocations revocations
 	now         func() time.Time
-	// createLimit and failedValidations are nil when not limited.
-	createLimit, failedValidations *limiter
-	metrics                        *Metrics // nil: not measured (metrics.go)
+	// The limits, nil when not limited: CreateSession calls per caller, and
+	// failed validations per caller and per end user of a caller.
+	createLimit, failedValidations, failedPerClient *limiter
+	metrics                                         *Metrics // nil: not measured (metrics.go)
 }
 
 // New returns the service over st. It does no I/O.
 func New(st Store, cfg Config) *Server {
 	cfg = cfg.WithDefaults()
 	s := &Server{store: cfg.Metrics.instrumentStore(st), cfg: cfg, log: cfg.Logger, now: cfg.Clock, metrics: cfg.Metrics,
-		createLimit:       newLimiter("CreateSession calls", cfg.CreateLimit, 0, cfg.Clock),
-		failedValidations: newLimiter("failed validations", cfg.FailedValidationLimit, 0, cfg.Clock),
+		createLimit:       newLimiter("CreateSession calls from this caller", cfg.CreateLimit, 0, cfg.Clock),
+		failedValidations: newLimiter("failed validations from this caller", cfg.FailedValidationLimit, 0, cfg.Clock),
+		failedPerClient:   newLimiter("failed validations for this end user", cfg.FailedValidationPerClientLimit, 0, cfg.Clock),
 	}
 	s.revocations.metrics = cfg.Metrics
 	return s
@@ -176,7 +187,7 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	sess, err := s.ValidateToken(ctx, req.GetToken(), func() string { return access.RateLimitKey(ctx) })
+	sess, err := s.ValidateToken(ctx, req.GetToken(), func() string { return access.CallerFromContext(ctx).EndUser })
 	if err != nil {
 		return nil, err
 	}
@@ -185,38 +196,16 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 
 // ValidateToken is the one validation path, of ValidateSession and of the
 // gateways (ext_authz Check): one read, and a touch when one is due. Its
-// error is the gRPC status ValidateSession would answer. A failed validation
-// is charged to limitKey's failed-validation budget; limitKey is called only
-// when a limit needs it.
-func (s *Server) ValidateToken(ctx context.Context, token string, limitKey func() string) (*store.Session, error) {
-	sess, err := s.validate(ctx, limitKey, token)
+// error is the gRPC status ValidateSession would answer. A failure is
+// charged to the caller's failed-validation budget and to the share of its
+// end user at endUser() ("" for none), called only on a failure.
+func (s *Server) ValidateToken(ctx context.Context, token string, endUser func() string) (*store.Session, error) {
+	sess, err := s.store.Get(ctx, token)
+	if errors.Is(err, store.ErrNotFound) {
+		err = s.failed(ctx, endUser, err)
+	}
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
-	}
-	return sess, nil
-}
-
-// validate is ValidateToken with the store's errors:
-// one read, and a touch when one is due. A failed validation is counted
-// against key (see Config.FailedValidationLimit); over the limit, a call is
-// refused before the read, whatever its token: answering a good guess would
-// defeat the limit.
-//
-// key is computed only when a limit needs it (someone has failed recently, or
-// this call failed): on the hot path it would cost a parse of the peer
-// address for nothing.
-func (s *Server) validate(ctx context.Context, key func() string, token string) (*store.Session, error) {
-	if s.failedValidations.tracking() {
-		if err := s.failedValidations.check(key()); err != nil {
-			return nil, err
-		}
-	}
-	sess, err := s.store.Get(ctx, token)
-	if errors.Is(err, store.ErrNotFound) && s.failedValidations != nil {
-		s.failedValidations.charge(key())
-	}
-	if err != nil {
-		return nil, err
 	}
 	if sess.TouchDue() {
 		// The read above has validated the session; a failed touch only delays
@@ -230,6 +219,34 @@ func (s *Server) validate(ctx context.Context, key func() string, token string) 
 	return sess, nil
 }
 
+// failed records an answer that tells a guesser a token is not live
+// (notLive), and returns it; or, when the end user's share or the caller's
+// budget is spent, the rate limit's error instead, charging nothing more.
+// The end user's share is checked first: a throttled end user no longer
+// spends the budget of the caller's other users.
+func (s *Server) failed(ctx context.Context, endUser func() string, notLive error) error {
+	if s.failedValidations == nil && s.failedPerClient == nil {
+		return notLive
+	}
+	caller, client := access.RateLimitKey(ctx), ""
+	if s.failedPerClient != nil {
+		if addr := endUser(); addr != "" {
+			client = access.EndUserKey(caller, addr)
+			if err := s.failedPerClient.check(client); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.failedValidations.check(caller); err != nil {
+		return err
+	}
+	s.failedValidations.charge(caller)
+	if client != "" {
+		s.failedPerClient.charge(client)
+	}
+	return notLive
+}
+
 // RotateSession implements SessionAuthority.RotateSession.
 func (s *Server) RotateSession(ctx context.Context, req *sessionauthv1.RotateSessionRequest) (*sessionauthv1.RotateSessionResponse, error) {
 	var v invalid
@@ -240,13 +257,9 @@ func (s *Server) RotateSession(ctx context.Context, req *sessionauthv1.RotateSes
 	// A rotation answers whether a token is live (and hands out a new one if
 	// it is): failed rotations count against the same limit as failed
 	// validations, or it would be a way around that limit.
-	key := access.RateLimitKey(ctx)
-	if err := s.failedValidations.check(key); err != nil {
-		return nil, s.toStatus(ctx, err)
-	}
 	rotated, err := s.store.Rotate(ctx, req.GetToken())
 	if errors.Is(err, store.ErrNotFound) {
-		s.failedValidations.charge(key)
+		err = s.failed(ctx, func() string { return access.CallerFromContext(ctx).EndUser }, err)
 	}
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -270,6 +283,11 @@ func (s *Server) RevokeSession(ctx context.Context, req *sessionauthv1.RevokeSes
 			return nil, err
 		}
 		revoked, err = s.store.RevokeToken(ctx, t.Token)
+		if err == nil && revoked == nil {
+			// revoked=false tells a guesser the token is not live: a failed
+			// validation, as far as the limit is concerned.
+			err = s.failed(ctx, func() string { return access.CallerFromContext(ctx).EndUser }, nil)
+		}
 	case *sessionauthv1.RevokeSessionRequest_SessionId:
 		if t.SessionId == "" {
 			v.add("session_id", "is required")

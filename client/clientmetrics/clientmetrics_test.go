@@ -25,7 +25,7 @@ func TestCacheCollector(t *testing.T) {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for deadline := time.Now().Add(10 * time.Second); !c.CacheLive(); time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !c.CacheStats().Live; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the cache never went live")
 		}

@@ -212,7 +212,7 @@ func newBench(ctx context.Context, env *benchEnv) (*bench, error) {
 			return nil, err
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); !b.cached.CacheLive(); {
+	for deadline := time.Now().Add(10 * time.Second); !b.cached.CacheStats().Live; {
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("the client cache's revocation stream did not come up")
 		}

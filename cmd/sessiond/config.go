@@ -89,8 +89,10 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 
 	fs.Float64Var(&svc.CreateLimit.PerSecond, "rate-limit-create", 100, "CreateSession calls per second per caller, in each replica (0: no limit)")
 	fs.IntVar(&svc.CreateLimit.Burst, "rate-limit-create-burst", 200, "CreateSession calls a caller may make at once before --rate-limit-create applies")
-	fs.Float64Var(&svc.FailedValidationLimit.PerSecond, "rate-limit-failed-validations", 50, "failed validations (ValidateSession, ext_authz Check) per second per caller, in each replica;\nover it every validation of the caller is refused until the bucket refills (0: no limit)")
+	fs.Float64Var(&svc.FailedValidationLimit.PerSecond, "rate-limit-failed-validations", 50, "failed validations (ValidateSession, ext_authz Check, RotateSession, RevokeSession by token) per second per caller,\nin each replica; over it the caller's failures are answered ResourceExhausted (HTTP 429) until the bucket refills,\nwhile live tokens still validate (0: no limit)")
 	fs.IntVar(&svc.FailedValidationLimit.Burst, "rate-limit-failed-validations-burst", 200, "failed validations a caller may have at once before --rate-limit-failed-validations applies")
+	fs.Float64Var(&svc.FailedValidationPerClientLimit.PerSecond, "rate-limit-failed-validations-per-client", 5, "each end user's share of its caller's failed validations, per second (the end user a caller names in\nx-sessiond-end-user, or ext_authz's source address), within --rate-limit-failed-validations (0: no per end user limit)")
+	fs.IntVar(&svc.FailedValidationPerClientLimit.Burst, "rate-limit-failed-validations-per-client-burst", 20, "failed validations one end user may have at once before --rate-limit-failed-validations-per-client applies")
 	fs.StringVar(&c.AuditLog, "audit-log", "", "audit log (JSON lines, one per session created, rotated or revoked): a file path (appended to, created 0600),\n\"-\" for stdout, or empty for stderr next to the operational log (every audit line has \"log_type\":\"audit\")")
 	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (host:port) for /metrics, /healthz and /readyz,\nseparate from gRPC; empty: no admin listener and no metrics")
 	fs.Usage = func() {
@@ -221,7 +223,8 @@ func check(c *daemon.Config, f *flags) error {
 	for _, l := range []struct {
 		flag  string
 		limit server.RateLimit
-	}{{"--rate-limit-create", svc.CreateLimit}, {"--rate-limit-failed-validations", svc.FailedValidationLimit}} {
+	}{{"--rate-limit-create", svc.CreateLimit}, {"--rate-limit-failed-validations", svc.FailedValidationLimit},
+		{"--rate-limit-failed-validations-per-client", svc.FailedValidationPerClientLimit}} {
 		if math.IsNaN(l.limit.PerSecond) || math.IsInf(l.limit.PerSecond, 0) || l.limit.PerSecond < 0 {
 			bad("%s %v: want a number of calls per second, 0 or more (0: no limit)", l.flag, l.limit.PerSecond)
 		}

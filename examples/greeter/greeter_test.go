@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sessiond/sessiond/client"
-	"github.com/sessiond/sessiond/internal/sessiondtest"
+	"github.com/sessiond/sessiond/client/clienttest"
 	"github.com/sessiond/sessiond/internal/testutil"
 )
 
@@ -31,9 +31,10 @@ func sayHello(ctx context.Context, conn grpc.ClientConnInterface, token string) 
 	return out.GetValue(), nil
 }
 
-// env is the greeter in front of a real sessiond on a real Redis.
+// env is the greeter in front of a real sessiond (clienttest: in process, on
+// its embedded store).
 type env struct {
-	sessiond  *sessiondtest.Sessiond
+	sessiond  *clienttest.Sessiond
 	sessions  *client.Client // the greeter's client
 	authority *client.Client // another client of sessiond: the login backend's
 	conn      *grpc.ClientConn
@@ -41,26 +42,23 @@ type env struct {
 
 func newEnv(t *testing.T, cache bool) *env {
 	t.Helper()
-	d := sessiondtest.Start(t)
+	d := clienttest.Start(t)
 	var opts []client.Option
 	if cache {
 		opts = append(opts, client.WithCache(10000, 30*time.Second), client.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
 	}
-	e := &env{sessiond: d, sessions: client.New(d.Conn, opts...), authority: client.New(d.Conn)}
+	e := &env{sessiond: d, sessions: client.New(d.Conn(), opts...), authority: d.Client()}
 	t.Cleanup(func() { _ = e.sessions.Close() })
 	e.conn = testutil.Serve(t, newServer(e.sessions))
 	if cache { // so that the calls below go through the cache
-		eventually(t, "the cache is live", func() bool { return e.sessions.CacheLive() })
+		eventually(t, "the cache is live", func() bool { return e.sessions.CacheStats().Live })
 	}
 	return e
 }
 
 func (e *env) login(t *testing.T, userID string) (token, sessionID string) {
 	t.Helper()
-	token, s, err := e.authority.Create(t.Context(), client.NewSession{UserID: userID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	token, s := e.sessiond.CreateSession(t, userID)
 	return token, s.GetSessionId()
 }
 
@@ -182,7 +180,7 @@ func TestSessiondDown(t *testing.T) {
 			if strings.Contains(last.Error(), token) {
 				t.Fatal("the error holds the token")
 			}
-			if cache && e.sessions.CacheLive() {
+			if cache && e.sessions.CacheStats().Live {
 				t.Fatal("the cache is still in use with its revocation stream down")
 			}
 			_, err := sayHello(ctx, e.conn, "")

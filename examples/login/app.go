@@ -22,31 +22,22 @@ import (
 // app is the login backend: it checks passwords itself and leaves sessions to
 // sessiond.
 type app struct {
-	sessions   *client.Client
-	users      *users
-	secure     bool   // cookies are Secure (HTTPS only)
-	cookieName string // "__Host-session" when secure, else "session"
-	log        *slog.Logger
+	sessions *client.Client
+	users    *users
+	log      *slog.Logger
 }
 
-// cookieName is the session cookie's name. The "__Host-" prefix makes
-// browsers accept the cookie only if it is Secure, has Path=/ and no Domain,
-// so that no subdomain or plain-HTTP page can set or shadow it; it can only
-// be used over HTTPS.
-func cookieName(secure bool) string {
-	if secure {
-		return "__Host-session"
-	}
-	return "session"
-}
+// The session cookie is client.DefaultCookieName, "__Host-session", as the
+// middleware and sessiond's gateways expect: the "__Host-" prefix makes
+// browsers accept it only if it is Secure, has Path=/ and no Domain, so that
+// no subdomain or plain-HTTP page can set or shadow it. Browsers (and curl)
+// treat http://localhost as secure, so the same cookie works in development.
 
-// newApp returns the login backend's handler. secure sets the Secure
-// attribute (and the "__Host-" prefix) on the session cookie: turn it off
-// only for plain-HTTP development on localhost.
-func newApp(sessions *client.Client, users *users, secure bool, log *slog.Logger) http.Handler {
-	a := &app{sessions: sessions, users: users, secure: secure, cookieName: cookieName(secure), log: log}
+// newApp returns the login backend's handler.
+func newApp(sessions *client.Client, users *users, log *slog.Logger) http.Handler {
+	a := &app{sessions: sessions, users: users, log: log}
 	// The session comes from "Authorization: Bearer <token>" or the cookie.
-	auth := client.HTTPMiddleware(sessions, client.WithCookieName(a.cookieName))
+	auth := client.HTTPMiddleware(sessions)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /login", a.login)
@@ -180,7 +171,7 @@ func (a *app) revokeSession(w http.ResponseWriter, r *http.Request) {
 // needs no live session: logging out twice, or with an expired cookie,
 // succeeds.
 func (a *app) logout(w http.ResponseWriter, r *http.Request) {
-	if token, ok := client.TokenFromRequest(r, client.WithCookieName(a.cookieName)); ok {
+	if token, ok := client.TokenFromRequest(r); ok {
 		revoked, err := a.sessions.Revoke(r.Context(), token)
 		// InvalidArgument: not even a well-formed token, so nothing to end.
 		if err != nil && status.Code(err) != codes.InvalidArgument {
@@ -209,12 +200,12 @@ func (a *app) logoutAll(w http.ResponseWriter, r *http.Request) {
 // (sessiond may end it earlier: idle timeout, revocation).
 func (a *app) sessionCookie(token string, expires time.Time) *http.Cookie {
 	return &http.Cookie{
-		Name:     a.cookieName,
+		Name:     client.DefaultCookieName,
 		Value:    token,
 		Path:     "/",
 		MaxAge:   max(1, int(time.Until(expires).Seconds())),
 		HttpOnly: true, // out of reach of JavaScript
-		Secure:   a.secure,
+		Secure:   true, // HTTPS only (and http://localhost)
 		SameSite: http.SameSiteLaxMode,
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,11 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/crypto/bcrypt"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/sessiond/sessiond/client"
+	"github.com/sessiond/sessiond/client/clienttest"
 	"github.com/sessiond/sessiond/internal/sessiondtest"
 	"github.com/sessiond/sessiond/internal/testutil"
 )
@@ -29,20 +33,40 @@ const (
 	otherPassword = "eve-password"
 )
 
-// env is the login backend, in front of a real sessiond on a real Redis.
+// env is the login backend, in front of a real sessiond: in process on its
+// embedded store (clienttest), or on a real Redis for a test that looks at
+// the keys.
 type env struct {
-	sessiond *sessiondtest.Sessiond
-	sessions *client.Client // the app's client, for checks behind its back
-	url      string
-	secure   bool
+	stopSessiond func()         // sessiond down
+	rdb          *redis.Client  // sessiond's Redis (newEnvOnRedis only)
+	sessions     *client.Client // the app's client, for checks behind its back
+	url          string
 
 	mu     sync.Mutex
 	tokens []string // every token issued, to check that no log holds one
 }
 
-func newEnv(t *testing.T, secure bool) *env {
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	sessiondLogs := &testutil.SyncBuffer{}
+	d := clienttest.Start(t, clienttest.WithLogOutput(sessiondLogs))
+	return startApp(t, d.Conn(), d.Stop, sessiondLogs)
+}
+
+// newEnvOnRedis is newEnv with sessiond on a real redis-server, whose keys
+// e.rdb reads.
+func newEnvOnRedis(t *testing.T) *env {
 	t.Helper()
 	d := sessiondtest.Start(t)
+	e := startApp(t, d.Conn, d.Stop, d.Logs)
+	e.rdb = d.RDB
+	return e
+}
+
+// startApp serves the app, a client of sessiond over conn, until the test
+// ends; stop stops sessiond, which logs to sessiondLogs.
+func startApp(t *testing.T, conn grpc.ClientConnInterface, stop func(), sessiondLogs fmt.Stringer) *env {
+	t.Helper()
 	users, err := demoUsers(bcrypt.MinCost) // DefaultCost is slow on purpose, more so under -race
 	if err != nil {
 		t.Fatal(err)
@@ -50,16 +74,16 @@ func newEnv(t *testing.T, secure bool) *env {
 	if err := users.add(otherUserID, otherEmail, otherPassword); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{sessiond: d, sessions: client.New(d.Conn), secure: secure}
+	e := &env{stopSessiond: stop, sessions: client.New(conn)}
 	logs := &testutil.SyncBuffer{}
-	srv := httptest.NewServer(newApp(e.sessions, users, secure, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	srv := httptest.NewServer(newApp(e.sessions, users, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	e.url = srv.URL
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		for _, tok := range e.tokens {
-			if strings.Contains(logs.String(), tok) || strings.Contains(d.Logs.String(), tok) {
+			if strings.Contains(logs.String(), tok) || strings.Contains(sessiondLogs.String(), tok) {
 				t.Error("a log line holds a session token")
 			}
 		}
@@ -136,8 +160,8 @@ func (e *env) login(t *testing.T, email, password string, opts ...func(*http.Req
 		t.Fatalf("login: %s %s", resp.Status, resp.body)
 	}
 	cookies := resp.Cookies()
-	if len(cookies) != 1 || cookies[0].Name != cookieName(e.secure) || cookies[0].Value == "" {
-		t.Fatalf("login set cookies %v, want one %q", cookies, cookieName(e.secure))
+	if len(cookies) != 1 || cookies[0].Name != client.DefaultCookieName || cookies[0].Value == "" {
+		t.Fatalf("login set cookies %v, want one %q", cookies, client.DefaultCookieName)
 	}
 	e.mu.Lock()
 	e.tokens = append(e.tokens, cookies[0].Value)
@@ -177,55 +201,48 @@ func (e *env) userSessions(t *testing.T, userID string) []*client.Session {
 
 func TestLoginSetsTheCookie(t *testing.T) {
 	t.Parallel()
-	for _, secure := range []bool{false, true} {
-		name := map[bool]string{false: "localhost", true: "secure"}[secure]
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t, secure)
-			resp := e.do(t, "POST", "/login", "application/json", jsonCredentials(demoEmail, demoPassword))
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("login: %s %s", resp.Status, resp.body)
-			}
-			if got := resp.Header.Get("Cache-Control"); got != "no-store" {
-				t.Errorf("Cache-Control %q, want no-store", got)
-			}
-			raw := resp.Header.Values("Set-Cookie")
-			if len(raw) != 1 {
-				t.Fatalf("Set-Cookie %q, want one", raw)
-			}
-			c := resp.Cookies()[0]
-			wantName := map[bool]string{false: "session", true: "__Host-session"}[secure]
-			if c.Name != wantName || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Domain != "" || c.Secure != secure {
-				t.Fatalf("cookie %q: want %s, HttpOnly, SameSite=Lax, Path=/, no Domain, Secure=%v", raw[0], wantName, secure)
-			}
-			// The session's default lifetime is 24h: the cookie lasts as long.
-			if c.MaxAge < int((24*time.Hour-time.Minute).Seconds()) || c.MaxAge > int((24*time.Hour).Seconds()) {
-				t.Fatalf("Max-Age %d, want about 24h", c.MaxAge)
-			}
-			if strings.Contains(string(resp.body), c.Value) {
-				t.Fatal("the response body holds the token")
-			}
-			e.tokens = append(e.tokens, c.Value)
+	e := newEnv(t)
+	resp := e.do(t, "POST", "/login", "application/json", jsonCredentials(demoEmail, demoPassword))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %s %s", resp.Status, resp.body)
+	}
+	if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+		t.Errorf("Cache-Control %q, want no-store", got)
+	}
+	raw := resp.Header.Values("Set-Cookie")
+	if len(raw) != 1 {
+		t.Fatalf("Set-Cookie %q, want one", raw)
+	}
+	c := resp.Cookies()[0]
+	if c.Name != client.DefaultCookieName || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Domain != "" || !c.Secure {
+		t.Fatalf("cookie %q: want %s, HttpOnly, SameSite=Lax, Path=/, no Domain, Secure", raw[0], client.DefaultCookieName)
+	}
+	// The session's default lifetime is 24h: the cookie lasts as long.
+	if c.MaxAge < int((24*time.Hour-time.Minute).Seconds()) || c.MaxAge > int((24*time.Hour).Seconds()) {
+		t.Fatalf("Max-Age %d, want about 24h", c.MaxAge)
+	}
+	if strings.Contains(string(resp.body), c.Value) {
+		t.Fatal("the response body holds the token")
+	}
+	e.tokens = append(e.tokens, c.Value)
 
-			var body loginBody
-			resp.json(t, &body)
-			s, err := e.sessions.Validate(t.Context(), c.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if body.Session.SessionID != s.GetSessionId() || body.User.ID != demoUserID || body.User.Email != demoEmail {
-				t.Fatalf("login body %s, session %v", resp.body, s)
-			}
-			if s.GetUserId() != demoUserID || s.GetEmail() != demoEmail || s.GetClientIp() != "127.0.0.1" || s.GetUserAgent() != "login-test/1.0" {
-				t.Fatalf("session %v: want the user, the client's IP and user agent", s)
-			}
-		})
+	var body loginBody
+	resp.json(t, &body)
+	s, err := e.sessions.Validate(t.Context(), c.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body.Session.SessionID != s.GetSessionId() || body.User.ID != demoUserID || body.User.Email != demoEmail {
+		t.Fatalf("login body %s, session %v", resp.body, s)
+	}
+	if s.GetUserId() != demoUserID || s.GetEmail() != demoEmail || s.GetClientIp() != "127.0.0.1" || s.GetUserAgent() != "login-test/1.0" {
+		t.Fatalf("session %v: want the user, the client's IP and user agent", s)
 	}
 }
 
 func TestLoginWithAFormAndAnyEmailCase(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, false)
+	e := newEnv(t)
 	form := url.Values{"email": {" Demo@Example.com"}, "password": {demoPassword}}.Encode()
 	resp := e.do(t, "POST", "/login", "application/x-www-form-urlencoded", form,
 		withHeader("X-Forwarded-For", "203.0.113.7")) // not trusted by default
@@ -241,7 +258,7 @@ func TestLoginWithAFormAndAnyEmailCase(t *testing.T) {
 
 func TestLoginRejected(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, true)
+	e := newEnvOnRedis(t)
 	wrongPassword := e.do(t, "POST", "/login", "application/json", jsonCredentials(demoEmail, "not-the-password"))
 	unknownEmail := e.do(t, "POST", "/login", "application/json", jsonCredentials("nobody@example.com", demoPassword))
 	tooLong := e.do(t, "POST", "/login", "application/json", jsonCredentials(demoEmail, demoPassword+strings.Repeat("x", 100)))
@@ -280,14 +297,14 @@ func TestLoginRejected(t *testing.T) {
 	if list := e.userSessions(t, demoUserID); len(list) != 0 {
 		t.Fatalf("a rejected login created sessions: %v", list)
 	}
-	if n, err := e.sessiond.RDB.DBSize(t.Context()).Result(); err != nil || n != 0 {
+	if n, err := e.rdb.DBSize(t.Context()).Result(); err != nil || n != 0 {
 		t.Fatalf("Redis holds %d keys (%v), want none", n, err)
 	}
 }
 
 func TestMe(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, false)
+	e := newEnv(t)
 	cookie, login := e.login(t, demoEmail, demoPassword)
 
 	for name, opt := range map[string]func(*http.Request){
@@ -307,7 +324,7 @@ func TestMe(t *testing.T) {
 		"no credential":      nil,
 		"a made-up cookie":   {withCookie(&http.Cookie{Name: "session", Value: "not-a-token"})},
 		"a made-up bearer":   {withHeader("Authorization", "Bearer not-a-token")},
-		"the secure cookie":  {withCookie(&http.Cookie{Name: "__Host-session", Value: cookie.Value})}, // not this app's name here
+		"another cookie":     {withCookie(&http.Cookie{Name: "session", Value: cookie.Value})}, // not the session cookie's name
 		"another scheme":     {withHeader("Authorization", "Basic ZGVtbzpkZW1v")},
 		"a token in a query": {func(r *http.Request) { r.URL.RawQuery = "token=" + cookie.Value }},
 	} {
@@ -320,7 +337,7 @@ func TestMe(t *testing.T) {
 
 func TestSessionsListAndRevoke(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, true)
+	e := newEnv(t)
 	laptop, first := e.login(t, demoEmail, demoPassword, withHeader("User-Agent", "laptop"))
 	phone, second := e.login(t, demoEmail, demoPassword, withHeader("User-Agent", "phone"))
 	eve, eves := e.login(t, otherEmail, otherPassword)
@@ -376,7 +393,7 @@ func TestSessionsListAndRevoke(t *testing.T) {
 
 func TestLogout(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, true)
+	e := newEnv(t)
 	cookie, _ := e.login(t, demoEmail, demoPassword)
 	other, _ := e.login(t, demoEmail, demoPassword)
 
@@ -414,7 +431,7 @@ func TestLogout(t *testing.T) {
 
 func TestLogoutAll(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, false)
+	e := newEnv(t)
 	a, _ := e.login(t, demoEmail, demoPassword)
 	b, _ := e.login(t, demoEmail, demoPassword)
 	current, cur := e.login(t, demoEmail, demoPassword)
@@ -442,9 +459,9 @@ func TestLogoutAll(t *testing.T) {
 // With sessiond down nothing is let through, and the client is told to retry.
 func TestSessiondDown(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, false)
+	e := newEnv(t)
 	cookie, _ := e.login(t, demoEmail, demoPassword)
-	e.sessiond.Stop()
+	e.stopSessiond()
 	for _, req := range []struct{ method, path, contentType, body string }{
 		{"GET", "/me", "", ""},
 		{"GET", "/sessions", "", ""},
@@ -454,31 +471,6 @@ func TestSessiondDown(t *testing.T) {
 		resp := e.do(t, req.method, req.path, req.contentType, req.body, withCookie(cookie))
 		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 			t.Errorf("%s %s with sessiond down: %s %s, want 503 with Retry-After", req.method, req.path, resp.Status, resp.body)
-		}
-	}
-}
-
-func TestSecureCookiesFlag(t *testing.T) {
-	t.Parallel()
-	for _, tc := range []struct {
-		flag, listen string
-		want         bool
-		wantErr      bool
-	}{
-		{"auto", "127.0.0.1:8080", false, false},
-		{"auto", "localhost:8080", false, false},
-		{"auto", "[::1]:8080", false, false},
-		{"auto", "0.0.0.0:8080", true, false},
-		{"auto", ":8080", true, false},
-		{"auto", "app.example.com:443", true, false},
-		{"true", "127.0.0.1:8080", true, false},
-		{"false", "0.0.0.0:8080", false, false},
-		{"maybe", "127.0.0.1:8080", false, true},
-		{"auto", "8080", false, true},
-	} {
-		got, err := secureCookies(tc.flag, tc.listen)
-		if got != tc.want || (err != nil) != tc.wantErr {
-			t.Errorf("secureCookies(%q, %q) = %v, %v; want %v, error %v", tc.flag, tc.listen, got, err, tc.want, tc.wantErr)
 		}
 	}
 }

@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -53,12 +52,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "HTTP listen address")
 	sessiondAddr := fs.String("sessiond", "127.0.0.1:50051", "sessiond's gRPC address")
-	secureFlag := fs.String("secure-cookies", "auto", `"true": Secure cookie named __Host-session (HTTPS only); "false": cookie "session" without Secure (plain-HTTP development); "auto": false when --listen is on localhost, else true`)
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	secure, err := secureCookies(*secureFlag, *listen)
-	if err != nil {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
@@ -68,14 +62,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	// Plaintext for the example; in production dial sessiond with TLS.
-	conn, err := grpc.NewClient(*sessiondAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(*sessiondAddr, append(client.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return fmt.Errorf("--sessiond: %w", err)
 	}
 	defer conn.Close()
 
 	srv := &http.Server{
-		Handler:           newApp(client.New(conn), users, secure, log),
+		Handler:           newApp(client.New(conn), users, log),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
@@ -87,7 +81,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--listen: %w", err)
 	}
 	log.Info("login example serving", "listen", lis.Addr().String(), "sessiond", *sessiondAddr,
-		"secure_cookies", secure, "cookie", cookieName(secure), "demo_user", demoEmail)
+		"cookie", client.DefaultCookieName, "demo_user", demoEmail)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	select {
@@ -113,25 +107,4 @@ func demoUsers(cost int) (*users, error) {
 		return nil, err
 	}
 	return u, nil
-}
-
-// secureCookies resolves --secure-cookies: "auto" is false only when the
-// backend listens on localhost, where browsers are served over plain HTTP.
-func secureCookies(flagValue, listen string) (bool, error) {
-	if flagValue != "auto" {
-		b, err := strconv.ParseBool(flagValue)
-		if err != nil {
-			return false, fmt.Errorf("--secure-cookies: want auto, true or false, got %q", flagValue)
-		}
-		return b, nil
-	}
-	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false, fmt.Errorf("--listen: %w", err)
-	}
-	switch host {
-	case "localhost", "127.0.0.1", "::1":
-		return false, nil
-	}
-	return true, nil
 }

@@ -191,7 +191,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 
 	healthCtx, stopHealth := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { watchHealth(healthCtx, svc.Ping, hs, cfg.HealthInterval, log) })
+	wg.Go(func() { watchHealth(healthCtx, svc.Ping, hs, gs.GetServiceInfo(), cfg.HealthInterval, log) })
 	wg.Go(func() { sec.files.run(healthCtx, log) }) // reloads certificates, keys and policy
 	revocationsCtx, stopRevocations := context.WithCancel(ctx)
 	defer stopRevocations()

@@ -15,7 +15,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/peer"
-	"google.golang.org/grpc/reflection"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
@@ -75,7 +76,7 @@ func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *acce
 		authv3.RegisterAuthorizationServer(gs, extauthz.New(svc, ec))
 	}
 	if cfg.Reflection {
-		reflection.Register(gs)
+		registerReflection(gs, log)
 	}
 	cfg.Service.Metrics.InitializeMetrics(gs) // a zero series for every method
 	return gs
@@ -149,12 +150,37 @@ func codeToLevel(code codes.Code) logging.Level {
 	}
 }
 
-// watchHealth pings the store every interval until ctx ends, and keeps the
-// service's health status in hs in step: SERVING while Redis answers,
-// NOT_SERVING while it does not. The overall status ("") stays SERVING while
-// the process runs: use it for liveness, the service's for readiness.
-func watchHealth(ctx context.Context, ping func(context.Context) error, hs *health.Server, interval time.Duration, log *slog.Logger) {
+// storeFree reports whether the service called name answers without the
+// session store: the health service itself and server reflection. Every other
+// service sessiond serves (the SessionAuthority, ext_authz's Authorization)
+// needs Redis, and so does a service added later unless it is listed here.
+func storeFree(name string) bool {
+	switch name {
+	case healthpb.Health_ServiceDesc.ServiceName,
+		reflectionv1.ServerReflection_ServiceDesc.ServiceName,
+		reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName:
+		return true
+	}
+	return false
+}
+
+// watchHealth gives every one of services (the gRPC server's) a status in hs
+// and pings the store every interval until ctx ends: the services that need
+// the store (see storeFree) are SERVING while Redis answers and NOT_SERVING
+// while it does not; the others, and the overall status (""), are SERVING
+// while the process runs. Use "" for liveness, a service's name for its
+// readiness. hs.Shutdown at stop turns them all NOT_SERVING.
+func watchHealth(ctx context.Context, ping func(context.Context) error, hs *health.Server, services map[string]grpc.ServiceInfo, interval time.Duration, log *slog.Logger) {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	var needStore []string
+	for name := range services {
+		if storeFree(name) {
+			hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+		} else {
+			needStore = append(needStore, name)
+		}
+	}
+	slices.Sort(needStore)
 	last := healthpb.HealthCheckResponse_UNKNOWN
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
@@ -170,11 +196,13 @@ func watchHealth(ctx context.Context, ping func(context.Context) error, hs *heal
 			next = healthpb.HealthCheckResponse_NOT_SERVING
 		}
 		if next != last {
-			hs.SetServingStatus(serviceName, next)
+			for _, name := range needStore {
+				hs.SetServingStatus(name, next)
+			}
 			if err != nil {
-				log.Warn("session store unreachable: not serving", "error", err)
+				log.Warn("session store unreachable: not serving", "services", needStore, "error", err)
 			} else {
-				log.Info("session store reachable: serving")
+				log.Info("session store reachable: serving", "services", needStore)
 			}
 			last = next
 		}

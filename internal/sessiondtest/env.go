@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"github.com/sessiond/sessiond/internal/daemon"
@@ -98,14 +97,12 @@ func As(ctx context.Context, name string) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, CallerHeader, name)
 }
 
-// callerFromMetadata makes a call with CallerHeader: <name> a call of
-// access.Caller{Name: name}.
+// callerFromMetadata makes a call with CallerHeader: <name> a call of the
+// caller called name.
 func callerFromMetadata(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if v := metadata.ValueFromIncomingContext(ctx, CallerHeader); len(v) > 0 {
-		c := access.Caller{Name: v[0], Roles: []string{"test"}}
-		if p, ok := peer.FromContext(ctx); ok {
-			c.Addr = p.Addr.String()
-		}
+		c := access.CallerFromContext(ctx) // its address and end user stay
+		c.Name, c.Roles = v[0], []string{"test"}
 		ctx = access.ContextWithCaller(ctx, c)
 	}
 	return handler(ctx, req)

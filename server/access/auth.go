@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -126,8 +129,28 @@ func (a *Auth) authenticate(ctx context.Context, method string) context.Context 
 	}
 	if err != nil {
 		ctx = context.WithValue(ctx, authErrKey{}, err)
+	} else if !a.cfg.Enforce || slices.Contains(c.Roles, RoleEndUserProxy) {
+		c.EndUser = endUser(ctx)
 	}
 	return ContextWithCaller(ctx, c)
+}
+
+// endUser is the end user's address in the call's EndUserHeader: an IP
+// address, or "" when there is none or it is not one.
+func endUser(ctx context.Context) string {
+	v := metadata.ValueFromIncomingContext(ctx, EndUserHeader)
+	if len(v) != 1 {
+		return ""
+	}
+	host := v[0]
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Zone() != "" {
+		return ""
+	}
+	return ip.Unmap().String()
 }
 
 // identify returns the caller: the identity of its verified client

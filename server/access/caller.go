@@ -21,7 +21,18 @@ type Caller struct {
 	Roles []string
 	// Addr is the caller's network address.
 	Addr string
+	// EndUser is the address of the end user the call is made for, as the
+	// caller reports it in EndUserHeader: set only when the caller may speak
+	// for end users (RoleEndUserProxy, or every caller when authorization is
+	// off). Failed validations are limited per end user, under the caller's
+	// own limit.
+	EndUser string
 }
+
+// EndUserHeader is the metadata key in which a caller that validates tokens
+// for end users (a protected service, a gateway) names the end user's IP
+// address.
+const EndUserHeader = "x-sessiond-end-user"
 
 // Anonymous is the Name of a caller that presented no identity.
 const Anonymous = "anonymous"
@@ -60,6 +71,12 @@ func RateLimitKey(ctx context.Context) string {
 		return "name:" + c.Name
 	}
 	return AddrKey(c.Addr)
+}
+
+// EndUserKey is the rate limit key of the end user at addr, among the
+// callers' whose key is callerKey: an end user's share never spans callers.
+func EndUserKey(callerKey, addr string) string {
+	return callerKey + "|client:" + AddrKey(addr)
 }
 
 // AddrKey is the rate limit key of a network address: its IP, or for IPv6

@@ -34,6 +34,10 @@ const (
 	// RoleAdmin may call every RPC: ListUserSessions, RevokeUserSessions and
 	// server reflection included.
 	RoleAdmin = "admin"
+	// RoleEndUserProxy may name the end user a validation is for
+	// (EndUserHeader), so that failed validations are limited per end user
+	// under the caller's own limit. It grants no RPC.
+	RoleEndUserProxy = "end-user-proxy"
 )
 
 // envoyCheckMethod is Envoy's ext_authz Check, which the validator role may
@@ -53,7 +57,8 @@ var builtinRoles = map[string][]string{
 		sessionauthv1.SessionAuthority_RotateSession_FullMethodName,
 		sessionauthv1.SessionAuthority_RevokeSession_FullMethodName,
 	},
-	RoleAdmin: {"*"},
+	RoleAdmin:        {"*"},
+	RoleEndUserProxy: nil,
 }
 
 // Policy is a parsed policy file.
@@ -144,7 +149,7 @@ func ParsePolicy(r io.Reader) (*Policy, error) {
 				}
 				rule.Grant[j] = "/" + strings.TrimPrefix(g, "/")
 			case !known[g]:
-				bad(i, "grant %q: not a built-in role (validator, issuer, admin), nor a role that a rule of the policy is for", g)
+				bad(i, "grant %q: not a built-in role (validator, issuer, admin, end-user-proxy), nor a role that a rule of the policy is for", g)
 			}
 		}
 	}

@@ -18,13 +18,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sessiond/sessiond/internal/credential"
+	"github.com/sessiond/sessiond/internal/retryafter"
 	"github.com/sessiond/sessiond/server"
-	"github.com/sessiond/sessiond/server/access"
 )
 
 // The defaults of Config.
 const (
-	DefaultCookieName      = "session"
+	DefaultCookieName      = "__Host-session"
 	DefaultSessionIDHeader = "x-session-id"
 	DefaultUserIDHeader    = "x-user-id"
 )
@@ -102,7 +102,12 @@ func (a *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		log.DebugContext(ctx, "ext_authz denied: no session token")
 		return unauthenticated(noTokenReason), nil
 	}
-	sess, err := a.svc.ValidateToken(ctx, cred.token, func() string { return rateLimitKey(ctx, req) })
+	// The end user is the downstream client the gateway saw: a failure counts
+	// against its share of the gateway's budget, so one client sending bad
+	// cookies does not get every user behind the gateway a 429.
+	sess, err := a.svc.ValidateToken(ctx, cred.token, func() string {
+		return req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
+	})
 	if err != nil {
 		st := status.Convert(err)
 		log.DebugContext(ctx, "ext_authz denied", "code", st.Code().String())
@@ -154,7 +159,7 @@ func denied(st *status.Status) *authv3.CheckResponse {
 		resp.Body = "401 Unauthorized: no valid session\n"
 	case codes.ResourceExhausted:
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests}
-		resp.Headers = append(resp.Headers, overwrite("retry-after", server.RetryAfter(st)))
+		resp.Headers = append(resp.Headers, overwrite("retry-after", retryafter.Header(st)))
 		resp.Body = "429 Too Many Requests: too many failed session checks; retry later\n"
 	case codes.Unavailable:
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}
@@ -279,17 +284,4 @@ func ValidHeaderName(name string) bool {
 		}
 	}
 	return true
-}
-
-// rateLimitKey is whom a Check's failed validation counts against: the
-// gateway (the caller), per downstream client address the gateway reports.
-// Counted per gateway alone, one client sending bad cookies would get every
-// user behind the gateway a 429.
-func rateLimitKey(ctx context.Context, req *authv3.CheckRequest) string {
-	key := access.RateLimitKey(ctx)
-	client := req.GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
-	if client == "" {
-		return key
-	}
-	return key + "|client:" + access.AddrKey(client)
 }

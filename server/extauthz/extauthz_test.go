@@ -102,16 +102,16 @@ func TestExtAuthzAllowsCookie(t *testing.T) {
 		want map[string]string
 	}{
 		{"among other cookies",
-			map[string]string{"cookie": "theme=dark; session=" + tok + "; lang=en", "x-user-id": "admin"},
+			map[string]string{"cookie": "theme=dark; __Host-session=" + tok + "; lang=en", "x-user-id": "admin"},
 			map[string]string{"cookie": "theme=dark; lang=en", "x-session-id": sid, "x-user-id": "user-7"}},
 		{"the only cookie, quoted",
-			map[string]string{"cookie": `session="` + tok + `"`},
+			map[string]string{"cookie": `__Host-session="` + tok + `"`},
 			map[string]string{"x-session-id": sid, "x-user-id": "user-7"}},
 		{"next to another scheme's Authorization, which is kept",
-			map[string]string{"cookie": "session=" + tok + ";a=1", "authorization": "Basic dXNlcjpwYXNz"},
+			map[string]string{"cookie": "__Host-session=" + tok + ";a=1", "authorization": "Basic dXNlcjpwYXNz"},
 			map[string]string{"cookie": "a=1", "authorization": "Basic dXNlcjpwYXNz", "x-session-id": sid, "x-user-id": "user-7"}},
 		{"behind a Bearer header, which wins; the cookie is stripped as well",
-			map[string]string{"cookie": "session=stale; b=2", "authorization": "Bearer " + tok},
+			map[string]string{"cookie": "__Host-session=stale; b=2", "authorization": "Bearer " + tok},
 			map[string]string{"cookie": "b=2", "x-session-id": sid, "x-user-id": "user-7"}},
 	} {
 		if got := upstream(t, tc.req, e.check(t, checkReq(tc.req))); !maps.Equal(got, tc.want) {
@@ -129,11 +129,11 @@ func TestExtAuthzRawHeaderMap(t *testing.T) {
 	req := checkReq(nil)
 	req.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
 		{Key: "cookie", RawValue: []byte("a=1")},
-		{Key: "cookie", RawValue: []byte("session=" + created.GetToken())},
+		{Key: "cookie", RawValue: []byte("__Host-session=" + created.GetToken())},
 		{Key: "x-user-id", RawValue: []byte("admin")},
 	}}
 	resp := e.check(t, req)
-	got := upstream(t, map[string]string{"cookie": "a=1; session=" + created.GetToken()}, resp)
+	got := upstream(t, map[string]string{"cookie": "a=1; __Host-session=" + created.GetToken()}, resp)
 	want := map[string]string{"cookie": "a=1", "x-session-id": created.GetSession().GetSessionId(), "x-user-id": "raw"}
 	if !maps.Equal(got, want) {
 		t.Fatalf("upstream receives %v, want %v", got, want)
@@ -151,14 +151,14 @@ func TestExtAuthzHeaderNamesAreConfigurable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{ExtAuthz: &extauthz.Config{CookieName: "__Host-sid", SessionIDHeader: "x-auth-session", UserIDHeader: "x-auth-user"}})
 	created := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "user-9"})
-	req := map[string]string{"cookie": "session=not-ours; __Host-sid=" + created.GetToken(), "x-auth-user": "admin", "x-user-id": "left-alone"}
+	req := map[string]string{"cookie": "__Host-session=not-ours; __Host-sid=" + created.GetToken(), "x-auth-user": "admin", "x-user-id": "left-alone"}
 	got := upstream(t, req, e.check(t, checkReq(req)))
-	want := map[string]string{"cookie": "session=not-ours", "x-auth-session": created.GetSession().GetSessionId(), "x-auth-user": "user-9", "x-user-id": "left-alone"}
+	want := map[string]string{"cookie": "__Host-session=not-ours", "x-auth-session": created.GetSession().GetSessionId(), "x-auth-user": "user-9", "x-user-id": "left-alone"}
 	if !maps.Equal(got, want) {
 		t.Fatalf("upstream receives %v, want %v", got, want)
 	}
 	// The default cookie name is not a credential here.
-	wantDenied(t, e.check(t, checkReq(map[string]string{"cookie": "session=" + created.GetToken()})),
+	wantDenied(t, e.check(t, checkReq(map[string]string{"cookie": "__Host-session=" + created.GetToken()})),
 		codes.Unauthenticated, typev3.StatusCode_Unauthorized, "www-authenticate", `Bearer realm="sessiond"`, "the default cookie name")
 }
 
@@ -180,14 +180,14 @@ func TestExtAuthzDeniesWithout401(t *testing.T) {
 		"another scheme":           {"authorization": "Basic dXNlcjpwYXNz"},
 		"empty bearer":             {"authorization": "Bearer "},
 		"garbage bearer":           {"authorization": "Bearer hello"},
-		"garbage cookie":           {"cookie": "session=hello"},
-		"empty cookie":             {"cookie": "session=; a=1"},
+		"garbage cookie":           {"cookie": "__Host-session=hello"},
+		"empty cookie":             {"cookie": "__Host-session=; a=1"},
 		"other cookies only":       {"cookie": "a=" + live},
 		"revoked":                  {"authorization": "Bearer " + revoked},
-		"expired":                  {"cookie": "session=" + expired},
+		"expired":                  {"cookie": "__Host-session=" + expired},
 		"truncated":                {"authorization": "Bearer " + live[:71]},
 		"oversized":                {"authorization": "Bearer " + strings.Repeat(live, 100)},
-		"bearer wins over cookie":  {"authorization": "Bearer " + revoked, "cookie": "session=" + live},
+		"bearer wins over cookie":  {"authorization": "Bearer " + revoked, "cookie": "__Host-session=" + live},
 		"token without the scheme": {"authorization": live},
 	} {
 		wantDenied(t, e.check(t, checkReq(headers)), codes.Unauthenticated, typev3.StatusCode_Unauthorized, "www-authenticate", `Bearer realm="sessiond"`, name)
@@ -216,7 +216,10 @@ func TestExtAuthzSlidesIdleTimeout(t *testing.T) {
 
 func TestExtAuthzRedisDownIs503(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{ExtAuthz: &extauthz.Config{}})
+	// Explicit: with Redis stopped one read can spend a while in go-redis'
+	// dial retries; the request timeout is what bounds it.
+	const requestTimeout = time.Second
+	e := newEnv(t, envOptions{Service: server.Config{RequestTimeout: requestTimeout}, ExtAuthz: &extauthz.Config{}})
 	tok := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"}).GetToken()
 	e.Redis.Stop()
 	start := time.Now()
@@ -225,8 +228,8 @@ func TestExtAuthzRedisDownIs503(t *testing.T) {
 	if m := resp.GetStatus().GetMessage(); strings.Contains(m, "refused") || strings.Contains(strings.ToLower(m), "dial") {
 		t.Fatalf("Redis error text in the rpc status: %q", m)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("failing closed took %v", d)
+	if d := time.Since(start); d >= requestTimeout+time.Second {
+		t.Fatalf("failing closed took %v with a %v request timeout", d, requestTimeout)
 	}
 	// No token is still a 401: nothing to ask Redis about.
 	wantDenied(t, e.check(t, checkReq(nil)), codes.Unauthenticated, typev3.StatusCode_Unauthorized, "www-authenticate", `Bearer realm="sessiond"`, "no token, Redis stopped")
@@ -238,11 +241,11 @@ func TestExtAuthzStoreTimeoutIs503(t *testing.T) {
 	cfg.RequestTimeout = 200 * time.Millisecond
 	e := newEnv(t, envOptions{Service: cfg, ExtAuthz: &extauthz.Config{}})
 	tok := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"}).GetToken()
-	e.PauseRedis(t, 1500*time.Millisecond)
+	e.PauseRedis(t, 5*time.Second) // longer than the test: Redis is stopped at its end, paused or not
 	start := time.Now()
-	wantDenied(t, e.check(t, checkReq(map[string]string{"cookie": "session=" + tok})),
+	wantDenied(t, e.check(t, checkReq(map[string]string{"cookie": "__Host-session=" + tok})),
 		codes.Unavailable, typev3.StatusCode_ServiceUnavailable, "retry-after", "1", "Redis hung")
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("took %v with a 200ms request timeout", d)
 	}
 }
@@ -274,16 +277,16 @@ func TestExtAuthzLogsNeverHoldTokens(t *testing.T) {
 		tokens = append(tokens, e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"}).GetToken())
 	}
 	e.check(t, checkReq(map[string]string{"authorization": "Bearer " + tokens[0]}))
-	e.check(t, checkReq(map[string]string{"cookie": "a=1; session=" + tokens[1]}))
+	e.check(t, checkReq(map[string]string{"cookie": "a=1; __Host-session=" + tokens[1]}))
 	e.check(t, checkReq(map[string]string{"authorization": "Bearer " + tokens[1][:71] + "x"}))
 	if _, err := e.Client.RevokeSession(ctx, &sessionauthv1.RevokeSessionRequest{Target: &sessionauthv1.RevokeSessionRequest_Token{Token: tokens[0]}}); err != nil {
 		t.Fatal(err)
 	}
 	e.check(t, checkReq(map[string]string{"authorization": "Bearer " + tokens[0]}))
 	e.Clock.Advance(2 * time.Minute)
-	e.check(t, checkReq(map[string]string{"cookie": "session=" + tokens[1]})) // a touch
+	e.check(t, checkReq(map[string]string{"cookie": "__Host-session=" + tokens[1]})) // a touch
 	e.Redis.Stop()
-	e.check(t, checkReq(map[string]string{"cookie": "session=" + tokens[2]}))
+	e.check(t, checkReq(map[string]string{"cookie": "__Host-session=" + tokens[2]}))
 	logs := e.Logs.String()
 	for _, want := range []string{"ext_authz allowed", "ext_authz denied", "session store unavailable"} {
 		if !strings.Contains(logs, want) {

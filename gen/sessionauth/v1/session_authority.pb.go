@@ -22,8 +22,10 @@
 //     is also the answer when the policy needs an identity and the caller
 //     presented none, or a wrong API key.
 //   - RESOURCE_EXHAUSTED: the caller is over a rate limit (CreateSession
-//     calls, or failed validations and rotations, per caller); the status
-//     carries a google.rpc.RetryInfo with the delay to wait.
+//     calls per caller; or failed validations, rotations and revocations by
+//     token, per caller and per end user: then only failures are refused, a
+//     live session's token never is); the status carries a
+//     google.rpc.RetryInfo with the delay to wait.
 //   - ABORTED: a write lost the race for the user's session index too many
 //     times in a row (many concurrent writes for one user). Nothing was
 //     written; retry.

@@ -22,8 +22,10 @@
 //     is also the answer when the policy needs an identity and the caller
 //     presented none, or a wrong API key.
 //   - RESOURCE_EXHAUSTED: the caller is over a rate limit (CreateSession
-//     calls, or failed validations and rotations, per caller); the status
-//     carries a google.rpc.RetryInfo with the delay to wait.
+//     calls per caller; or failed validations, rotations and revocations by
+//     token, per caller and per end user: then only failures are refused, a
+//     live session's token never is); the status carries a
+//     google.rpc.RetryInfo with the delay to wait.
 //   - ABORTED: a write lost the race for the user's session index too many
 //     times in a row (many concurrent writes for one user). Nothing was
 //     written; retry.
@@ -84,10 +86,11 @@ type SessionAuthorityClient interface {
 	// per touch interval (server flag --touch-interval) per session.
 	//
 	// Errors: INVALID_ARGUMENT (token empty), UNAUTHENTICATED (token unknown,
-	// malformed, expired or revoked), RESOURCE_EXHAUSTED (the caller has
-	// failed too many validations: every validation is refused until its limit
-	// refills, so that guessing does not pay), UNAVAILABLE (Redis unreachable:
-	// nothing validates).
+	// malformed, expired or revoked), RESOURCE_EXHAUSTED (in place of
+	// UNAUTHENTICATED when the caller, or the end user it names in the
+	// x-sessiond-end-user metadata, has failed too many validations, until its
+	// limit refills, so that guessing does not pay; a live session's token
+	// always validates), UNAVAILABLE (Redis unreachable: nothing validates).
 	ValidateSession(ctx context.Context, in *ValidateSessionRequest, opts ...grpc.CallOption) (*ValidateSessionResponse, error)
 	// RevokeSession ends one session, by its token (logout) or by its
 	// session_id (an operator, or "sign out that device" in a UI). It is
@@ -96,7 +99,9 @@ type SessionAuthorityClient interface {
 	// revoked=false.
 	//
 	// Errors: INVALID_ARGUMENT (neither target set, a malformed session_id),
-	// UNAVAILABLE, ABORTED.
+	// RESOURCE_EXHAUSTED (by token, in place of revoked=false, which tells a
+	// guesser the token is not live: such revocations count against the
+	// failed-validation limit), UNAVAILABLE, ABORTED.
 	RevokeSession(ctx context.Context, in *RevokeSessionRequest, opts ...grpc.CallOption) (*RevokeSessionResponse, error)
 	// ListUserSessions lists a user's live sessions, newest first, a page at a
 	// time ("your devices"). Tokens are never listed.
@@ -124,8 +129,9 @@ type SessionAuthorityClient interface {
 	//
 	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes),
 	// UNAUTHENTICATED (token unknown, malformed, expired, revoked or already
-	// rotated), RESOURCE_EXHAUSTED (failed rotations count against the
-	// failed-validation limit), UNAVAILABLE, ABORTED.
+	// rotated), RESOURCE_EXHAUSTED (in place of UNAUTHENTICATED: failed
+	// rotations count against the failed-validation limit; a live session
+	// always rotates), UNAVAILABLE, ABORTED.
 	RotateSession(ctx context.Context, in *RotateSessionRequest, opts ...grpc.CallOption) (*RotateSessionResponse, error)
 	// WatchRevocations streams every revocation made by any sessiond instance
 	// sharing this Redis, from the moment the stream is established, so that
@@ -264,10 +270,11 @@ type SessionAuthorityServer interface {
 	// per touch interval (server flag --touch-interval) per session.
 	//
 	// Errors: INVALID_ARGUMENT (token empty), UNAUTHENTICATED (token unknown,
-	// malformed, expired or revoked), RESOURCE_EXHAUSTED (the caller has
-	// failed too many validations: every validation is refused until its limit
-	// refills, so that guessing does not pay), UNAVAILABLE (Redis unreachable:
-	// nothing validates).
+	// malformed, expired or revoked), RESOURCE_EXHAUSTED (in place of
+	// UNAUTHENTICATED when the caller, or the end user it names in the
+	// x-sessiond-end-user metadata, has failed too many validations, until its
+	// limit refills, so that guessing does not pay; a live session's token
+	// always validates), UNAVAILABLE (Redis unreachable: nothing validates).
 	ValidateSession(context.Context, *ValidateSessionRequest) (*ValidateSessionResponse, error)
 	// RevokeSession ends one session, by its token (logout) or by its
 	// session_id (an operator, or "sign out that device" in a UI). It is
@@ -276,7 +283,9 @@ type SessionAuthorityServer interface {
 	// revoked=false.
 	//
 	// Errors: INVALID_ARGUMENT (neither target set, a malformed session_id),
-	// UNAVAILABLE, ABORTED.
+	// RESOURCE_EXHAUSTED (by token, in place of revoked=false, which tells a
+	// guesser the token is not live: such revocations count against the
+	// failed-validation limit), UNAVAILABLE, ABORTED.
 	RevokeSession(context.Context, *RevokeSessionRequest) (*RevokeSessionResponse, error)
 	// ListUserSessions lists a user's live sessions, newest first, a page at a
 	// time ("your devices"). Tokens are never listed.
@@ -304,8 +313,9 @@ type SessionAuthorityServer interface {
 	//
 	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes),
 	// UNAUTHENTICATED (token unknown, malformed, expired, revoked or already
-	// rotated), RESOURCE_EXHAUSTED (failed rotations count against the
-	// failed-validation limit), UNAVAILABLE, ABORTED.
+	// rotated), RESOURCE_EXHAUSTED (in place of UNAUTHENTICATED: failed
+	// rotations count against the failed-validation limit; a live session
+	// always rotates), UNAVAILABLE, ABORTED.
 	RotateSession(context.Context, *RotateSessionRequest) (*RotateSessionResponse, error)
 	// WatchRevocations streams every revocation made by any sessiond instance
 	// sharing this Redis, from the moment the stream is established, so that
