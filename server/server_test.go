@@ -293,7 +293,10 @@ func TestUnauthenticatedIsOneAnswer(t *testing.T) {
 
 func TestUnavailableWhileRedisIsDownAndRecovery(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{})
+	// Explicit: with Redis stopped one read can spend a while in go-redis'
+	// dial retries; the request timeout is what bounds it.
+	const requestTimeout = time.Second
+	e := newEnv(t, envOptions{Service: server.Config{RequestTimeout: requestTimeout}})
 	ctx := callCtx(t)
 	tok := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"}).GetToken()
 	waitHealth(t, e, healthpb.HealthCheckResponse_SERVING)
@@ -305,8 +308,8 @@ func TestUnavailableWhileRedisIsDownAndRecovery(t *testing.T) {
 	if strings.Contains(strings.ToLower(st.Message()), "dial") || strings.Contains(st.Message(), "refused") {
 		t.Fatalf("Redis error text on the wire: %q", st.Message())
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("failing closed took %v", d)
+	if d := time.Since(start); d >= requestTimeout+time.Second {
+		t.Fatalf("failing closed took %v with a %v request timeout", d, requestTimeout)
 	}
 	_, err = e.Client.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "u"})
 	wantCode(t, err, codes.Unavailable, "create with Redis down")
@@ -353,11 +356,11 @@ func TestStoreTimeoutIsUnavailable(t *testing.T) {
 	cfg.RequestTimeout = 200 * time.Millisecond
 	e := newEnv(t, envOptions{Service: cfg})
 	tok := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"}).GetToken()
-	pauseRedis(t, e, 1500*time.Millisecond)
+	pauseRedis(t, e, 5*time.Second)
 	start := time.Now()
 	_, err := e.Client.ValidateSession(callCtx(t), &sessionauthv1.ValidateSessionRequest{Token: tok})
 	wantCode(t, err, codes.Unavailable, "validate with Redis hung")
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("took %v with a 200ms request timeout", d)
 	}
 }
@@ -366,7 +369,7 @@ func TestClientDeadlineIsDeadlineExceeded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
 	tok := e.create(t, &sessionauthv1.CreateSessionRequest{UserId: "u"}).GetToken()
-	pauseRedis(t, e, 1500*time.Millisecond)
+	pauseRedis(t, e, 5*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	_, err := e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: tok})

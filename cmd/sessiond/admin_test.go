@@ -173,8 +173,18 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz with Redis down = %d, want 200", code)
 	}
-	if _, body := get(t, base+"/metrics"); !strings.Contains(body, "sessiond_revocation_subscription_up 0") || !strings.Contains(body, "sessiond_revocation_watchers 0") {
-		t.Errorf("with Redis down, the subscription and watchers are not reported gone")
+	// Readiness and the subscription are watched apart: poll until both are
+	// reported gone.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, body := get(t, base+"/metrics")
+		if strings.Contains(body, "sessiond_revocation_subscription_up 0") && strings.Contains(body, "sessiond_revocation_watchers 0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("with Redis down, the subscription and watchers are not reported gone within 10s")
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	srv.Restart()
 	waitStatus(t, base+"/readyz", http.StatusOK)

@@ -270,7 +270,8 @@ func TestSecurityMatrix(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	admin := sessionauthv1.NewSessionAuthorityClient(dialTLS(t, addr, roots, &certAdmin))
+	adminConn := dialTLS(t, addr, roots, &certAdmin)
+	admin := sessionauthv1.NewSessionAuthorityClient(adminConn)
 	fresh := func() *sessionauthv1.CreateSessionResponse {
 		t.Helper()
 		r, err := admin.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "matrix-user"})
@@ -354,6 +355,16 @@ func TestSecurityMatrix(t *testing.T) {
 			_, err = stream.Recv()
 			return err
 		},
+	}
+
+	// WatchRevocations is Unavailable until sessiond's own subscription is
+	// live: wait for it (as admin) so that the "watch" entries test access,
+	// not startup.
+	for deadline := time.Now().Add(10 * time.Second); calls[watch](ctx, adminConn) != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("WatchRevocations as admin: %v after 10s, want the %s header", calls[watch](ctx, adminConn), server.WatchReadyHeader)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 
 	for _, id := range identities {

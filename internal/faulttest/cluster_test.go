@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"github.com/sessiond/sessiond/internal/redistest"
 )
 
@@ -53,7 +54,8 @@ func testClusterMasterLoss(t *testing.T, args []string, reload, resumeWithin tim
 	cl := redistest.StartCluster(t, 3, 1, args...)
 	rdb := clusterClient(t, cl.Addrs(), reload)
 	c, d := startSessiond(t, rdb, time.Second, 100*time.Millisecond)
-	hw := watchHealth(t, healthpb.NewHealthClient(d.Conn))
+	hc := healthpb.NewHealthClient(d.Conn)
+	hw := watchHealth(t, hc)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -114,6 +116,7 @@ func testClusterMasterLoss(t *testing.T, args []string, reload, resumeWithin tim
 	og.log(t, fault, "users of the other masters")
 	// Readiness on a Cluster stays SERVING while any master answers (see
 	// store.Ping); if it did turn NOT_SERVING, it must come back.
+	waitServing(t, hc, hw, fault, 10*time.Second)
 	if n, back := hw.after(fault); n == 0 {
 		t.Logf("health: SERVING throughout (the other masters answered)")
 	} else if back.IsZero() {
@@ -142,5 +145,32 @@ func testClusterMasterLoss(t *testing.T, args []string, reload, resumeWithin tim
 		if code := validate(ctx, c, first[u].token); code != codes.OK {
 			t.Errorf("first session of %s (affected %v): %v after failover, want OK", u, affected(u), code)
 		}
+	}
+}
+
+// waitServing gives the health check up to timeout to turn SERVING again
+// after since, before a test decides that it did not: the calls may resume a
+// moment before the health loop's next Ping. It polls Health.Check until it
+// answers SERVING, then gives hw (up to 2s) to see the change.
+func waitServing(t *testing.T, hc healthpb.HealthClient, hw *healthWatch, since time.Time, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if n, back := hw.after(since); n == 0 || !back.IsZero() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: sessionauthv1.SessionAuthority_ServiceDesc.ServiceName})
+		cancel()
+		if err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			// The watch reports it too, a moment later.
+			if soon := time.Now().Add(2 * time.Second); soon.Before(deadline) {
+				deadline = soon
+			}
+		}
+		if time.Now().After(deadline) {
+			return // the caller reports what hw saw
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -17,19 +17,24 @@ import (
 )
 
 // The request timeout and health interval TestRedisDownFailsClosed gives
-// sessiond, and the margin it allows a failing call past the timeout.
+// sessiond, and the margin it allows a failing call past the timeout: up to
+// just below the go-redis read timeout (redisTimeout, 1s), so that a call
+// that ended in time ended by the request timeout, not by go-redis' own.
+// resumeLimit bounds the first success once Redis answers again: go-redis
+// stops dialling for up to a second after PoolSize failed dials, and a
+// loaded machine adds to that.
 const (
 	downRequestTimeout = 300 * time.Millisecond
 	downHealthInterval = 100 * time.Millisecond
-	downMargin         = 250 * time.Millisecond
-	resumeLimit        = 2 * time.Second
+	downMargin         = redisTimeout - downRequestTimeout - 100*time.Millisecond
+	resumeLimit        = 4 * time.Second
 )
 
 // TestRedisDownFailsClosed hangs (SIGSTOP) and then kills (SIGKILL) the one
 // Redis sessiond uses: every kind of call fails with Unavailable within the
 // request timeout (plus a small margin), nothing validates, the health
 // service turns NOT_SERVING; when Redis answers again (SIGCONT; a restart)
-// health is SERVING again and calls succeed within 2s. Once everything is
+// health is SERVING again and calls succeed within resumeLimit (4s). Once everything is
 // stopped, no goroutine is left behind.
 //
 // It is not parallel: its timings are measured with the other tests paused,

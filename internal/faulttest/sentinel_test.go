@@ -26,7 +26,8 @@ func TestSentinelFailover(t *testing.T) {
 	g := redistest.StartSentinel(t)
 	rdb := failoverClient(t, redistest.SentinelMaster, g.Addrs())
 	c, d := startSessiond(t, rdb, time.Second, 100*time.Millisecond)
-	hw := watchHealth(t, healthpb.NewHealthClient(d.Conn))
+	hc := healthpb.NewHealthClient(d.Conn)
+	hw := watchHealth(t, hc)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -66,6 +67,7 @@ func TestSentinelFailover(t *testing.T) {
 		t.Error("no call failed while the master was down: was it really killed?")
 	}
 	t.Logf("first validation %v after the kill, first write %v after", resumed.Sub(fault).Round(time.Millisecond), writesBack.Sub(fault).Round(time.Millisecond))
+	waitServing(t, hc, hw, fault, 10*time.Second)
 	if n, back := hw.after(fault); back.IsZero() {
 		t.Errorf("health: NOT_SERVING %d times after the kill, and not SERVING again", n)
 	} else {

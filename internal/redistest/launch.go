@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // LaunchCluster starts a Redis Cluster like StartCluster, for a TestMain or a
@@ -35,12 +36,18 @@ func LaunchCluster(masters, replicas int, args ...string) (c *Cluster, stop func
 // Methods that fail a test when something goes wrong (Restart on its
 // servers) panic instead on a launched group.
 func LaunchSentinel(args ...string) (g *SentinelGroup, stop func(), err error) {
+	return LaunchSentinelDownAfter(time.Second, args...)
+}
+
+// LaunchSentinelDownAfter is LaunchSentinel with the sentinels'
+// down-after-milliseconds set to downAfter, as StartSentinelDownAfter.
+func LaunchSentinelDownAfter(downAfter time.Duration, args ...string) (g *SentinelGroup, stop func(), err error) {
 	l, err := newLauncher()
 	if err != nil {
 		return nil, nil, err
 	}
 	defer l.recover(&err)
-	g = StartSentinel(l, args...)
+	g = StartSentinelDownAfter(l, downAfter, args...)
 	return g, l.stop, nil
 }
 

@@ -26,8 +26,18 @@ type SentinelGroup struct {
 
 // StartSentinel starts the group with a 1s down-after (so a failover takes
 // a few seconds) and waits until the replica is in sync and every sentinel
-// knows the replica and the two other sentinels.
+// knows the replica and the two other sentinels. Extra args go to the master
+// and the replica.
 func StartSentinel(tb testing.TB, args ...string) *SentinelGroup {
+	tb.Helper()
+	return StartSentinelDownAfter(tb, time.Second, args...)
+}
+
+// StartSentinelDownAfter is StartSentinel with the sentinels'
+// down-after-milliseconds set to downAfter: a group that no test fails over
+// takes a longer one, so that a busy machine (a master slow to answer a
+// sentinel's PING) does not trigger a failover.
+func StartSentinelDownAfter(tb testing.TB, downAfter time.Duration, args ...string) *SentinelGroup {
 	tb.Helper()
 	g := &SentinelGroup{tb: tb}
 	nodeArgs := append([]string{"--repl-diskless-sync-delay", "0"}, args...)
@@ -42,7 +52,7 @@ func StartSentinel(tb testing.TB, args ...string) *SentinelGroup {
 			m := SentinelMaster
 			body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n", s.port, s.dir, filepath.Join(s.dir, "redis.log")) +
 				fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2\n", m, g.Master.Port()) +
-				fmt.Sprintf("sentinel down-after-milliseconds %s 1000\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n", m, m, m)
+				fmt.Sprintf("sentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n", m, downAfter.Milliseconds(), m, m)
 			if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 				tb.Fatal(err)
 			}
