@@ -1,10 +1,8 @@
 package clienttest_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,20 +11,13 @@ import (
 
 	"github.com/sessiond/sessiond/client"
 	"github.com/sessiond/sessiond/client/clienttest"
+	"github.com/sessiond/sessiond/internal/testutil"
 )
 
-func callCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func wantCode(t *testing.T, err error, want codes.Code, what string) {
-	t.Helper()
-	if status.Code(err) != want {
-		t.Fatalf("%s: %v, want %v", what, err, want)
-	}
-}
+var (
+	callCtx  = testutil.CallCtx
+	wantCode = testutil.WantCode
+)
 
 func TestSessionsAndRevocations(t *testing.T) {
 	t.Parallel()
@@ -83,7 +74,7 @@ func TestSessionsAndRevocations(t *testing.T) {
 
 func TestOptions(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	d := clienttest.Start(t,
 		clienttest.WithMaxSessionsPerUser(2),
 		clienttest.WithDefaultTTL(2*time.Hour),
@@ -211,22 +202,4 @@ func (r *recordingTB) cleanup() {
 	for i := len(r.cleanups) - 1; i >= 0; i-- {
 		r.cleanups[i]()
 	}
-}
-
-// syncBuffer is a log that the test reads while sessiond writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

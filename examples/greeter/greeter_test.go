@@ -74,18 +74,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func callCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-func wantCode(t *testing.T, err error, want codes.Code, what string) {
-	t.Helper()
-	if status.Code(err) != want {
-		t.Fatalf("%s: %v, want %v", what, err, want)
-	}
-}
+var (
+	callCtx  = testutil.CallCtx
+	wantCode = testutil.WantCode
+)
 
 func TestSayHello(t *testing.T) {
 	t.Parallel()
