@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ func envName(flagName string) string {
 // read.
 type flags struct {
 	clusterAddrs, sentinelAddrs string
+	trustedProxies              string
 	idleTimeout                 time.Duration // 0: none (daemon: negative)
 	logLevel, logFormat         string
 	maxConcurrentStreams        uint
@@ -94,6 +96,9 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 	fs.Float64Var(&svc.FailedValidationPerClientLimit.PerSecond, "rate-limit-failed-validations-per-client", 5, "each end user's share of its caller's failed validations, per second (the end user a caller names in\nx-sessiond-end-user, or ext_authz's source address), within --rate-limit-failed-validations (0: no per end user limit)")
 	fs.IntVar(&svc.FailedValidationPerClientLimit.Burst, "rate-limit-failed-validations-per-client-burst", 20, "failed validations one end user may have at once before --rate-limit-failed-validations-per-client applies")
 	fs.StringVar(&c.AuditLog, "audit-log", "", "audit log (JSON lines, one per session created, rotated or revoked): a file path (appended to, created 0600),\n\"-\" for stdout, or empty for stderr next to the operational log (every audit line has \"log_type\":\"audit\")")
+	fs.StringVar(&c.ForwardAuth.Listen, "forward-auth-listen", "127.0.0.1:9091", "HTTP listen address (host:port) of the gateways' forward-auth endpoints (nginx auth_request, Traefik,\nCaddy, Envoy's HTTP ext_authz); TLS with --tls-cert-file when set; empty: no listener")
+	fs.StringVar(&c.ForwardAuth.LoginURL, "forward-auth-login-url", "", "forward auth: where a browser navigation without a live session is sent, with the original URL in rd\n(the login page must check rd against its own allow-list); empty: 401")
+	fs.StringVar(&f.trustedProxies, "forward-auth-trusted-proxies", "127.0.0.0/8,::1/128", "forward auth: the gateways (CIDRs or addresses) whose X-Forwarded-For names the end user, for the\nper-client failed-validation limit; from other peers the peer is the client")
 	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (host:port) for /metrics, /healthz and /readyz,\nseparate from gRPC; empty: no admin listener and no metrics")
 	fs.Usage = func() {
 		fmt.Fprintf(out, "Usage: sessiond [flags]\n\nsessiond is the session authority: a gRPC service that issues, validates and revokes\nuser sessions kept in Redis.\n\nEvery flag can also be set in the environment as %sNAME (--redis-url: %s).\n\nFlags:\n", envPrefix, envName("redis-url"))
@@ -122,6 +127,11 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 		return c, envErr
 	}
 	r.ClusterAddrs, r.SentinelAddrs = splitAddrs(f.clusterAddrs), splitAddrs(f.sentinelAddrs)
+	proxies, err := daemon.ParseCIDRs(splitAddrs(f.trustedProxies))
+	if err != nil {
+		return c, fmt.Errorf("--forward-auth-trusted-proxies: %w", err)
+	}
+	c.ForwardAuth.TrustedProxies = proxies
 	if err := c.Log.Level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
@@ -235,6 +245,17 @@ func check(c *daemon.Config, f *flags) error {
 	if c.AdminListen != "" {
 		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
 			bad("--admin-listen %q: want host:port (or empty to turn it off)", c.AdminListen)
+		}
+	}
+	if fa := c.ForwardAuth; fa.Listen != "" {
+		if _, _, err := net.SplitHostPort(fa.Listen); err != nil {
+			bad("--forward-auth-listen %q: want host:port (or empty to turn it off)", fa.Listen)
+		} else if c.Security.TLSCertFile == "" && !f.insecure && !daemon.Loopback(fa.Listen) {
+			bad("refusing to serve forward auth on %s without TLS (--tls-cert-file): session cookies would cross the network in clear text; "+
+				"listen on a loopback address, configure TLS, or give --insecure if the network itself is trusted", fa.Listen)
+		}
+		if u, err := url.Parse(fa.LoginURL); fa.LoginURL != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+			bad("--forward-auth-login-url %q: want an absolute http(s) URL", fa.LoginURL)
 		}
 	}
 	return errors.Join(errs...)

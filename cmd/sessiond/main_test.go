@@ -37,7 +37,7 @@ func startRun(t *testing.T, args []string, getenv func(string) string) (*grpc.Cl
 	done := make(chan error, 1)
 	logs := &testutil.SyncBuffer{}
 	go func() {
-		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...), getenv, logs, notify(ready))
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--forward-auth-listen", "127.0.0.1:0"}, args...), getenv, logs, notify(ready))
 	}()
 	var addr net.Addr
 	select {
@@ -221,6 +221,10 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--authz-session-id-header=X-Session-Id"}, nil, "--authz-session-id-header"},
 		{nil, map[string]string{"SESSIOND_AUTHZ_USER_ID_HEADER": "authorization"}, "--authz-user-id-header"},
 		{[]string{"--authz-user-id-header=x-session-id"}, nil, "must differ from --authz-session-id-header"},
+		{[]string{"--forward-auth-listen=9091"}, nil, "--forward-auth-listen"},
+		{[]string{"--forward-auth-listen=0.0.0.0:9091"}, nil, "refusing to serve forward auth on 0.0.0.0:9091 without TLS"},
+		{[]string{"--forward-auth-login-url=/login"}, nil, "--forward-auth-login-url"},
+		{[]string{"--forward-auth-trusted-proxies=10.0.0.0/33"}, nil, "--forward-auth-trusted-proxies"},
 	} {
 		getenv := func(k string) string { return tc.env[k] }
 		var out bytes.Buffer

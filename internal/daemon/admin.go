@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,43 +15,24 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/sessiond/sessiond/server"
 )
 
-// newAdmin starts listening on addr, with the registry of m and rdb's pool;
-// it returns nil (a listener that does nothing) when addr is empty.
-func newAdmin(addr string, m *server.Metrics, rdb redis.UniversalClient, hs *health.Server, log *slog.Logger) (*adminServer, error) {
-	if addr == "" {
-		return nil, nil
-	}
-	reg, err := newRegistry(m, rdb)
-	if err != nil {
-		return nil, fmt.Errorf("metrics: %w", err)
-	}
-	return newAdminServer(addr, reg, hs, log)
-}
-
-// adminServer serves the operators' HTTP endpoints:
+// newAdmin starts listening on addr, with the registry of the collectors
+// (the service's metrics and others) and rdb's pool; it returns nil (a
+// listener that does nothing) when addr is empty. It serves the operators'
+// HTTP endpoints:
 //
 //	/metrics  Prometheus metrics (metrics.go)
 //	/healthz  200 while the process runs (liveness)
 //	/readyz   200 while the health service says sessionauth.v1.SessionAuthority
 //	          is SERVING (Redis answers), 503 otherwise (readiness)
-//
-// A nil *adminServer is the admin listener turned off: its methods do
-// nothing.
-type adminServer struct {
-	srv *http.Server
-	lis net.Listener
-	log *slog.Logger
-}
-
-// newAdminServer listens on addr; serve serves.
-func newAdminServer(addr string, reg prometheus.Gatherer, hs *health.Server, log *slog.Logger) (*adminServer, error) {
-	lis, err := net.Listen("tcp", addr)
+func newAdmin(addr string, collectors []prometheus.Collector, rdb redis.UniversalClient, hs *health.Server, log *slog.Logger) (*httpServer, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	reg, err := newRegistry(collectors, rdb)
 	if err != nil {
-		return nil, fmt.Errorf("--admin-listen: %w", err)
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
@@ -73,18 +55,42 @@ func newAdminServer(addr string, reg prometheus.Gatherer, hs *health.Server, log
 		}
 		_, _ = fmt.Fprintln(w, st)
 	})
-	return &adminServer{lis: lis, log: log, srv: &http.Server{
-		Handler:           mux,
+	return newHTTPServer("--admin-listen", addr, mux, nil, "admin listener failed: no metrics, health or readiness over HTTP", log)
+}
+
+// httpServer is an HTTP listener of sessiond's besides gRPC (the admin
+// endpoints, the gateways' forward auth). A nil *httpServer is a listener
+// turned off: its methods do nothing.
+type httpServer struct {
+	srv    *http.Server
+	lis    net.Listener
+	log    *slog.Logger
+	failed string // what is lost if it fails
+}
+
+// newHTTPServer listens on addr (flag names it in errors), with TLS when
+// tlsConf is not nil; serve serves.
+func newHTTPServer(flag, addr string, h http.Handler, tlsConf *tls.Config, failed string, log *slog.Logger) (*httpServer, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	if tlsConf != nil {
+		lis = tls.NewListener(lis, tlsConf)
+	}
+	return &httpServer{lis: lis, log: log, failed: failed, srv: &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}}, nil
 }
 
 // addr is the address the listener is bound to ("" when off).
-func (a *adminServer) addr() string {
+func (a *httpServer) addr() string {
 	if a == nil {
 		return ""
 	}
@@ -92,7 +98,7 @@ func (a *adminServer) addr() string {
 }
 
 // netAddr is addr, nil when off.
-func (a *adminServer) netAddr() net.Addr {
+func (a *httpServer) netAddr() net.Addr {
 	if a == nil {
 		return nil
 	}
@@ -100,19 +106,19 @@ func (a *adminServer) netAddr() net.Addr {
 }
 
 // serve serves until shutdown. If the listener fails, it logs why: gRPC
-// goes on without metrics.
-func (a *adminServer) serve() {
+// goes on without it.
+func (a *httpServer) serve() {
 	if a == nil {
 		return
 	}
 	if err := a.srv.Serve(a.lis); !errors.Is(err, http.ErrServerClosed) {
-		a.log.Error("admin listener failed: no metrics, health or readiness over HTTP", "error", err)
+		a.log.Error(a.failed, "error", err)
 	}
 }
 
 // shutdown stops accepting and waits up to timeout for the requests in
 // flight; then it closes what is left.
-func (a *adminServer) shutdown(timeout time.Duration) {
+func (a *httpServer) shutdown(timeout time.Duration) {
 	if a == nil {
 		return
 	}

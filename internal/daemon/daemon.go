@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel"
 	"google.golang.org/grpc"
@@ -55,6 +56,9 @@ type Config struct {
 	// settings in ExtAuthzConfig (--authz-*).
 	ExtAuthz       bool
 	ExtAuthzConfig extauthz.Config
+	// ForwardAuth is the gateways' HTTP listener (nginx, Caddy, Traefik,
+	// Envoy's HTTP mode); its zero value is none.
+	ForwardAuth ForwardAuthConfig
 
 	// Redis is where sessions are kept; its zero value is the embedded
 	// development store.
@@ -103,8 +107,9 @@ type Config struct {
 
 // Addrs are the addresses a running sessiond listens on.
 type Addrs struct {
-	GRPC  net.Addr
-	Admin net.Addr // nil without an admin listener
+	GRPC        net.Addr
+	Admin       net.Addr // nil without an admin listener
+	ForwardAuth net.Addr // nil without a forward-auth listener
 }
 
 // LogConfig is the operational log's format.
@@ -166,9 +171,15 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	if wrap != nil {
 		st = wrap(st)
 	}
-	var metrics *server.Metrics // nil without an admin listener to serve them
+	var ( // nil without an admin listener to serve them
+		metrics   *server.Metrics
+		faMetrics *forwardAuthMetrics
+	)
 	if cfg.AdminListen != "" {
 		metrics = server.NewMetrics()
+		if cfg.ForwardAuth.Listen != "" {
+			faMetrics = newForwardAuthMetrics()
+		}
 	}
 	cfg.Service.Logger, cfg.Service.Audit, cfg.Service.Metrics = log, audit, metrics
 	svc := server.New(st, cfg.Service)
@@ -179,15 +190,25 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
-	adm, err := newAdmin(cfg.AdminListen, metrics, rdb, hs, log)
+	var own []prometheus.Collector
+	if metrics != nil {
+		own = append([]prometheus.Collector{metrics}, faMetrics.collectors()...)
+	}
+	adm, err := newAdmin(cfg.AdminListen, own, rdb, hs, log)
 	if err != nil {
 		_ = lis.Close()
+		return err
+	}
+	fa, err := newForwardAuth(cfg, svc, sec.httpTLS, faMetrics, log)
+	if err != nil {
+		_ = lis.Close()
+		adm.shutdown(0)
 		return err
 	}
 	log.Info("sessiond serving", "listen", lis.Addr().String(), "redis_mode", cfg.Redis.mode(),
 		"default_ttl", cfg.Service.DefaultTTL, "max_ttl", cfg.Service.MaxTTL, "idle_timeout", max(cfg.Service.DefaultIdleTimeout, 0),
 		"touch_interval", cfg.Store.TouchInterval, "max_sessions_per_user", cfg.Store.MaxSessionsPerUser,
-		"key_prefix", cfg.Store.KeyPrefix, "ext_authz", cfg.ExtAuthz, "admin_listen", adm.addr())
+		"key_prefix", cfg.Store.KeyPrefix, "ext_authz", cfg.ExtAuthz, "admin_listen", adm.addr(), "forward_auth_listen", fa.addr())
 
 	healthCtx, stopHealth := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -199,8 +220,9 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- gs.Serve(lis) })
 	wg.Go(adm.serve) // logs, and gRPC goes on, if the admin listener fails
+	wg.Go(fa.serve)
 	if cfg.Started != nil {
-		cfg.Started(Addrs{GRPC: lis.Addr(), Admin: adm.netAddr()})
+		cfg.Started(Addrs{GRPC: lis.Addr(), Admin: adm.netAddr(), ForwardAuth: fa.netAddr()})
 	}
 
 	select {
@@ -220,6 +242,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 			<-stopped
 		}
 	}
+	fa.shutdown(cfg.ShutdownTimeout)
 	adm.shutdown(cfg.ShutdownTimeout) // after gRPC: /metrics and /readyz answer while calls drain
 	stopHealth()
 	stopRevocations()

@@ -4,21 +4,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/sessiond/sessiond/server"
 )
 
 // newRegistry returns the registry /metrics serves: a dedicated one (not
-// Prometheus' global), with the Go runtime and process collectors, the
-// service's metrics and the Redis connection pool's.
-func newRegistry(m *server.Metrics, rdb redis.UniversalClient) (*prometheus.Registry, error) {
+// Prometheus' global), with the Go runtime and process collectors, sessiond's
+// (the service's, the forward-auth endpoints') and the Redis connection
+// pool's.
+func newRegistry(own []prometheus.Collector, rdb redis.UniversalClient) (*prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
-	for _, c := range []prometheus.Collector{
+	for _, c := range append([]prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m,
 		newPoolCollector(rdb),
-	} {
+	}, own...) {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

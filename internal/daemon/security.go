@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -73,6 +74,9 @@ type security struct {
 	serverOptions []grpc.ServerOption
 	// files are reloaded when they change.
 	files *fileWatcher
+	// httpTLS is the TLS configuration of the HTTP listeners that serve
+	// with the gRPC listener's certificate (forward auth); nil without TLS.
+	httpTLS *tls.Config
 }
 
 // newSecurity reads the TLS, API keys and policy files, and logs what the
@@ -89,7 +93,8 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--tls-cert-file/--tls-key-file/--tls-client-ca-file: %w", err)
 		}
-		sec.serverOptions = append(sec.serverOptions, grpc.Creds(credentials.NewTLS(r.Config())))
+		sec.serverOptions = append(sec.serverOptions, grpc.Creds(credentials.NewTLS(r.Config("h2"))))
+		sec.httpTLS = r.Config("h2", "http/1.1")
 		sec.files.watch("TLS certificates", r.Reload, s.TLSCertFile, s.TLSKeyFile, s.TLSClientCAFile)
 		switch {
 		case s.RequireClientCert:

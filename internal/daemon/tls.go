@@ -57,7 +57,6 @@ func (r *tlsReloader) Reload() error {
 	conf := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2"}, // gRPC is HTTP/2; grpc-go also insists on ALPN
 		ClientAuth:   tls.NoClientCert,
 	}
 	if r.files.ClientCAFile != "" {
@@ -78,13 +77,16 @@ func (r *tlsReloader) Reload() error {
 	return nil
 }
 
-// Config returns the tls.Config for the listener: each handshake uses the
-// configuration most recently loaded.
-func (r *tlsReloader) Config() *tls.Config {
+// Config returns the tls.Config for a listener of the application protocols
+// protos (ALPN: "h2" for gRPC): each handshake uses the configuration most
+// recently loaded.
+func (r *tlsReloader) Config(protos ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return r.cur.Load(), nil
+			c := r.cur.Load().Clone()
+			c.NextProtos = protos
+			return c, nil
 		},
 	}
 }

@@ -29,6 +29,8 @@ type Sessiond struct {
 	Addr string
 	// AdminAddr is its admin HTTP address (/metrics, /healthz, /readyz).
 	AdminAddr string
+	// ForwardAuthAddr is its forward-auth HTTP address, when configured.
+	ForwardAuthAddr string
 	// Conn is a connection to sessiond, closed at the end of the test.
 	Conn *grpc.ClientConn
 	// Redis is the redis-server sessiond stores its sessions in (Start only).
@@ -147,6 +149,9 @@ func Launch(cfg daemon.Config) (*Sessiond, error) {
 		d.Addr = a.GRPC.String()
 		if a.Admin != nil {
 			d.AdminAddr = a.Admin.String()
+		}
+		if a.ForwardAuth != nil {
+			d.ForwardAuthAddr = a.ForwardAuth.String()
 		}
 	case err := <-d.done:
 		d.cancel()

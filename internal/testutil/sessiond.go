@@ -40,7 +40,7 @@ type Process struct {
 // admin listen addresses and JSON logs) until the test ends, and waits until it serves.
 func StartSessiond(tb testing.TB, bin string, args ...string) *Process {
 	tb.Helper()
-	cmd := exec.Command(bin, append([]string{"--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0", "--log-format=json"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0", "--forward-auth-listen=127.0.0.1:0", "--log-format=json"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -1,0 +1,272 @@
+package forwardauth_test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/daemon"
+	"github.com/sessiond/sessiond/internal/redistest"
+	"github.com/sessiond/sessiond/internal/sessiondtest"
+	"github.com/sessiond/sessiond/internal/testutil"
+	"github.com/sessiond/sessiond/server"
+	"github.com/sessiond/sessiond/server/forwardauth"
+)
+
+// env is a sessiond with its forward-auth listener on a real Redis.
+type env struct {
+	base   string // http://127.0.0.1:port
+	client sessionauthv1.SessionAuthorityClient
+	redis  *redistest.Server
+	d      *sessiondtest.Sessiond
+}
+
+func newEnv(t *testing.T, loginURL string, svc server.Config) *env {
+	t.Helper()
+	rs := redistest.Start(t)
+	cfg := sessiondtest.Config(rs.Addr())
+	cfg.Service = svc
+	cfg.ForwardAuth = daemon.ForwardAuthConfig{Listen: "127.0.0.1:0", LoginURL: loginURL}
+	d := sessiondtest.Run(t, cfg)
+	return &env{base: "http://" + d.ForwardAuthAddr, client: sessionauthv1.NewSessionAuthorityClient(d.Conn), redis: rs, d: d}
+}
+
+func (e *env) create(t *testing.T, user string) (token, sessionID string) {
+	t.Helper()
+	resp, err := e.client.CreateSession(testutil.CallCtx(t), &sessionauthv1.CreateSessionRequest{UserId: user, Email: user + "@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetToken(), resp.GetSession().GetSessionId()
+}
+
+// ask sends a gateway's authorization request: path, and the headers the
+// gateway sends.
+func (e *env) ask(t *testing.T, method, path string, headers map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testutil.CallCtx(t), method, e.base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	return resp
+}
+
+func cookie(tok string) string { return "theme=dark; " + forwardauth.DefaultCookieName + "=" + tok }
+
+// The exact headers each gateway sends, per its documentation.
+func nginx(h map[string]string) map[string]string {
+	out := map[string]string{"X-Original-URL": "https://app.example.com/orders?id=7", "X-Original-Method": "GET"}
+	for k, v := range h {
+		out[k] = v
+	}
+	return out
+}
+
+func traefik(method string, h map[string]string) map[string]string {
+	out := map[string]string{"X-Forwarded-Method": method, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com",
+		"X-Forwarded-Uri": "/orders?id=7", "X-Forwarded-For": "203.0.113.9"}
+	for k, v := range h {
+		out[k] = v
+	}
+	return out
+}
+
+func wantStatus(t *testing.T, resp *http.Response, code int, what string) {
+	t.Helper()
+	if resp.StatusCode != code {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s: %d %q, want %d", what, resp.StatusCode, body, code)
+	}
+}
+
+func wantIdentity(t *testing.T, resp *http.Response, user, sessionID, what string) {
+	t.Helper()
+	wantStatus(t, resp, http.StatusOK, what)
+	if got := resp.Header.Get("X-User-Id"); got != user {
+		t.Errorf("%s: x-user-id %q, want %q", what, got, user)
+	}
+	if got := resp.Header.Get("X-Session-Id"); got != sessionID {
+		t.Errorf("%s: x-session-id %q, want %q", what, got, sessionID)
+	}
+	if got := resp.Header.Get("X-User-Email"); got != user+"@example.com" {
+		t.Errorf("%s: x-user-email %q", what, got)
+	}
+}
+
+func TestEveryGatewayProtocol(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "", server.Config{})
+	tok, sid := e.create(t, "user-1")
+	for name, tc := range map[string]struct {
+		method, path string
+		headers      map[string]string
+	}{
+		"nginx cookie":         {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Cookie": cookie(tok)})},
+		"nginx bearer":         {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Authorization": "Bearer " + tok})},
+		"traefik cookie":       {"GET", forwardauth.ForwardAuthPath, traefik("GET", map[string]string{"Cookie": cookie(tok)})},
+		"caddy bearer":         {"GET", forwardauth.ForwardAuthPath, traefik("POST", map[string]string{"Authorization": "Bearer " + tok})},
+		"envoy http (cookie)":  {"POST", forwardauth.ExtAuthzPrefix + "orders/7", map[string]string{"Cookie": cookie(tok)}},
+		"envoy http (bearer)":  {"GET", forwardauth.ExtAuthzPrefix, map[string]string{"Authorization": "Bearer " + tok}},
+		"spoofed identity too": {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Cookie": cookie(tok), "X-User-Id": "admin", "X-Session-Id": "x"})},
+	} {
+		wantIdentity(t, e.ask(t, tc.method, tc.path, tc.headers), "user-1", sid, name)
+	}
+	for name, tc := range map[string]struct {
+		path    string
+		headers map[string]string
+	}{
+		"nginx, no token":                  {forwardauth.AuthRequestPath, nginx(nil)},
+		"nginx, spoofed identity only":     {forwardauth.AuthRequestPath, nginx(map[string]string{"X-User-Id": "admin"})},
+		"traefik, bad cookie":              {forwardauth.ForwardAuthPath, traefik("GET", map[string]string{"Cookie": cookie("nope")})},
+		"envoy, a token of the wrong form": {forwardauth.ExtAuthzPrefix + "x", map[string]string{"Authorization": "Bearer " + tok[:71] + "x"}},
+	} {
+		resp := e.ask(t, "GET", tc.path, tc.headers)
+		wantStatus(t, resp, http.StatusUnauthorized, name)
+		if resp.Header.Get("WWW-Authenticate") != `Bearer realm="sessiond"` || resp.Header.Get("X-User-Id") != "" {
+			t.Errorf("%s: headers %v", name, resp.Header)
+		}
+		if body, _ := io.ReadAll(resp.Body); strings.Contains(string(body), tok) {
+			t.Errorf("%s: the body holds the token", name)
+		}
+	}
+
+	// A revoked session is refused at once.
+	if _, err := e.client.RevokeSession(testutil.CallCtx(t), &sessionauthv1.RevokeSessionRequest{Target: &sessionauthv1.RevokeSessionRequest_Token{Token: tok}}); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, e.ask(t, "GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Cookie": cookie(tok)})), http.StatusUnauthorized, "revoked")
+}
+
+// TestLoginRedirects: with a login URL, a browser navigation without a live
+// session is sent there with the original URL in rd; an API call gets 401.
+func TestLoginRedirects(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "https://login.example.com/signin", server.Config{})
+	browser := map[string]string{"Accept": "text/html,application/xhtml+xml"}
+	want := "https://login.example.com/signin?rd=" + url.QueryEscape("https://app.example.com/orders?id=7")
+
+	resp := e.ask(t, "GET", forwardauth.ForwardAuthPath, traefik("GET", browser))
+	wantStatus(t, resp, http.StatusFound, "Traefik, a browser GET")
+	if got := resp.Header.Get("Location"); got != want {
+		t.Errorf("Location %q, want %q", got, want)
+	}
+	resp = e.ask(t, "GET", forwardauth.ForwardAuthPath, traefik("POST", browser))
+	wantStatus(t, resp, http.StatusSeeOther, "Traefik, a browser POST")
+	api := traefik("GET", map[string]string{"Accept": "application/json"})
+	wantStatus(t, e.ask(t, "GET", forwardauth.ForwardAuthPath, api), http.StatusUnauthorized, "Traefik, an API call")
+	withAuth := traefik("GET", map[string]string{"Accept": "text/html", "Authorization": "Bearer nope"})
+	wantStatus(t, e.ask(t, "GET", forwardauth.ForwardAuthPath, withAuth), http.StatusUnauthorized, "Traefik, a call with Authorization")
+
+	// nginx: 401 (all auth_request understands) with the Location for
+	// auth_request_set + error_page.
+	resp = e.ask(t, "GET", forwardauth.AuthRequestPath, nginx(browser))
+	wantStatus(t, resp, http.StatusUnauthorized, "nginx, a browser GET")
+	if got := resp.Header.Get("Location"); got != want {
+		t.Errorf("nginx Location %q, want %q", got, want)
+	}
+	// The rd comes only from the gateway's headers, encoded; a forged
+	// X-Original-URL of another scheme gives no redirect.
+	resp = e.ask(t, "GET", forwardauth.AuthRequestPath, map[string]string{"Accept": "text/html", "X-Original-URL": "javascript:alert(1)"})
+	if resp.Header.Get("Location") != "" {
+		t.Errorf("a javascript: original URL became a redirect: %q", resp.Header.Get("Location"))
+	}
+}
+
+// TestFailsClosed: Redis stopped, every endpoint answers 503 with
+// Retry-After, and serves again when Redis returns.
+func TestFailsClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "", server.Config{RequestTimeout: time.Second})
+	tok, sid := e.create(t, "user-1")
+	e.redis.Stop()
+	for _, p := range []string{forwardauth.AuthRequestPath, forwardauth.ForwardAuthPath, forwardauth.ExtAuthzPrefix} {
+		resp := e.ask(t, "GET", p, map[string]string{"Cookie": cookie(tok)})
+		wantStatus(t, resp, http.StatusServiceUnavailable, p+" with Redis down")
+		if resp.Header.Get("Retry-After") == "" || resp.Header.Get("X-User-Id") != "" {
+			t.Errorf("%s with Redis down: headers %v", p, resp.Header)
+		}
+	}
+	e.redis.Restart() // without persistence: the sessions are gone, a new one is needed
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := e.client.CreateSession(testutil.CallCtx(t), &sessionauthv1.CreateSessionRequest{UserId: "user-1", Email: "user-1@example.com"})
+		if err == nil {
+			tok, sid = resp.GetToken(), resp.GetSession().GetSessionId()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no create within 10s of Redis' return: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantIdentity(t, e.ask(t, "GET", forwardauth.AuthRequestPath, map[string]string{"Cookie": cookie(tok)}), "user-1", sid, "after Redis returned")
+}
+
+// TestOneClientCannotLockOutTheGateway: behind a trusted proxy, failures
+// count per forwarded client address: an attacker flooding bad cookies is
+// throttled alone (429; nginx: 503, since auth_request knows no 429), the
+// others' bad cookies are still 401 and good cookies 200.
+func TestOneClientCannotLockOutTheGateway(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "", server.Config{
+		FailedValidationLimit:          server.RateLimit{PerSecond: 1, Burst: 50},
+		FailedValidationPerClientLimit: server.RateLimit{PerSecond: 1, Burst: 3},
+	})
+	tok, sid := e.create(t, "user-1")
+	from := func(ip string, h map[string]string) map[string]string {
+		h["X-Forwarded-For"] = "198.51.100.1, " + ip // the last entry is the gateway's client
+		return h
+	}
+	for range 3 {
+		wantStatus(t, e.ask(t, "GET", forwardauth.ForwardAuthPath, from("203.0.113.66", map[string]string{"Cookie": cookie("nope")})), http.StatusUnauthorized, "the attacker's failure")
+	}
+	resp := e.ask(t, "GET", forwardauth.ForwardAuthPath, from("203.0.113.66", map[string]string{"Cookie": cookie("nope")}))
+	wantStatus(t, resp, http.StatusTooManyRequests, "the attacker over its share")
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	wantStatus(t, e.ask(t, "GET", forwardauth.AuthRequestPath, from("203.0.113.66", map[string]string{"Cookie": cookie("nope")})), http.StatusServiceUnavailable, "the attacker through nginx")
+	wantIdentity(t, e.ask(t, "GET", forwardauth.ForwardAuthPath, from("203.0.113.66", map[string]string{"Cookie": cookie(tok)})), "user-1", sid, "a good cookie from the attacker's address")
+	wantStatus(t, e.ask(t, "GET", forwardauth.ForwardAuthPath, from("203.0.113.7", map[string]string{"Cookie": cookie("nope")})), http.StatusUnauthorized, "another client's failure")
+}
+
+// TestMetrics: the forward-auth requests are counted by endpoint and
+// outcome on /metrics.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "", server.Config{})
+	tok, _ := e.create(t, "user-1")
+	e.ask(t, "GET", forwardauth.AuthRequestPath, map[string]string{"Cookie": cookie(tok)})
+	e.ask(t, "GET", forwardauth.ForwardAuthPath, nil)
+	resp, err := http.Get("http://" + e.d.AdminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`sessiond_forward_auth_requests_total{endpoint="auth-request",outcome="allowed"} 1`,
+		`sessiond_forward_auth_requests_total{endpoint="forward-auth",outcome="unauthenticated"} 1`,
+		`sessiond_forward_auth_requests_total{endpoint="ext-authz",outcome="allowed"} 0`,
+		`sessiond_forward_auth_request_duration_seconds_count{endpoint="auth-request"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
