@@ -116,6 +116,13 @@ func (a *httpServer) serve() {
 	}
 }
 
+// close releases the listener of a server that never served.
+func (a *httpServer) close() {
+	if a != nil {
+		_ = a.lis.Close()
+	}
+}
+
 // shutdown stops accepting and waits up to timeout for the requests in
 // flight; then it closes what is left.
 func (a *httpServer) shutdown(timeout time.Duration) {

@@ -202,7 +202,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	fa, err := newForwardAuth(cfg, svc, sec.httpTLS, faMetrics, log)
 	if err != nil {
 		_ = lis.Close()
-		adm.shutdown(0)
+		adm.close()
 		return err
 	}
 	log.Info("sessiond serving", "listen", lis.Addr().String(), "redis_mode", cfg.Redis.mode(),

@@ -12,7 +12,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -203,6 +205,7 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 			FailedValidationLimit: server.RateLimit{PerSecond: 0.01, Burst: 30},
 		},
 		Security:       daemon.SecurityConfig{APIKeysFile: keysFile},
+		ForwardAuth:    daemon.ForwardAuthConfig{Listen: "127.0.0.1:0", LoginURL: "https://login.example.com/"},
 		HealthInterval: 50 * time.Millisecond,
 		Log:            daemon.LogConfig{Output: logs, Level: slog.LevelDebug, JSON: jsonLogs},
 		AuditLog:       auditFile,
@@ -384,6 +387,40 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	} {
 		if r := check(h); r.GetDeniedResponse() == nil {
 			t.Fatalf("Check of %v allowed", h)
+		}
+	}
+
+	// The gateways' HTTP endpoints: allowed, denied, redirected.
+	forward := func(path string, h map[string]string) int {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.ForwardAuthAddr+path, nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Do(req)
+		if err != nil {
+			t.Fatalf("forward auth %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var hdr bytes.Buffer
+		_ = resp.Header.Write(&hdr)
+		o.add("forward auth "+path+" response", append(hdr.Bytes(), body...))
+		return resp.StatusCode
+	}
+	browser := map[string]string{"Accept": "text/html", "X-Forwarded-Host": "app.example.com", "X-Forwarded-Uri": "/orders?page=2"}
+	for _, tc := range []struct {
+		path string
+		h    map[string]string
+		want int
+	}{
+		{"/authz/auth-request", map[string]string{"Authorization": "Bearer " + a1}, 200},
+		{"/authz/forward-auth", map[string]string{"Cookie": "__Host-session=" + b1}, 200},
+		{"/authz/ext-authz/orders", map[string]string{"Authorization": "Bearer " + flip(a1)}, 401},
+		{"/authz/forward-auth", map[string]string{"Cookie": "__Host-session=" + evicted}, 401},
+		{"/authz/forward-auth", browser, 302},
+	} {
+		if got := forward(tc.path, tc.h); got != tc.want {
+			t.Fatalf("forward auth %s %v: %d, want %d", tc.path, tc.h, got, tc.want)
 		}
 	}
 
