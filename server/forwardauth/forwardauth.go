@@ -225,13 +225,14 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// allow answers 200 with the session in the response headers.
+// allow answers 200 with the session in the response headers: all three,
+// the email empty when the session has none. A header missing from a 200
+// is not replaced by every gateway: Caddy 2.6's copy_headers then sends the
+// text of its placeholder upstream ("{http.reverse_proxy.header.X-User-Email}").
 func (h *Handler) allow(w http.ResponseWriter, s *store.Session) {
 	w.Header().Set(h.cfg.SessionIDHeader, s.ID)
 	w.Header().Set(h.cfg.UserIDHeader, s.UserID)
-	if s.Email != "" {
-		w.Header().Set(h.cfg.EmailHeader, s.Email)
-	}
+	w.Header().Set(h.cfg.EmailHeader, s.Email)
 	w.WriteHeader(http.StatusOK)
 }
 

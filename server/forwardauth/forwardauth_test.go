@@ -55,6 +55,10 @@ func (e *env) ask(t *testing.T, method, path string, headers map[string]string) 
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
+	if h := req.Header.Get("Host"); h != "" { // the Host line, not a header
+		req.Host = h
+		req.Header.Del("Host")
+	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -71,6 +75,30 @@ func cookie(tok string) string { return "theme=dark; " + forwardauth.DefaultCook
 // The exact headers each gateway sends, per its documentation.
 func nginx(h map[string]string) map[string]string {
 	out := map[string]string{"X-Original-URL": "https://app.example.com/orders?id=7", "X-Original-Method": "GET"}
+	for k, v := range h {
+		out[k] = v
+	}
+	return out
+}
+
+// ingressNginx is what ingress-nginx's auth-url subrequest carries.
+func ingressNginx(h map[string]string) map[string]string {
+	out := map[string]string{"X-Original-URL": "https://app.example.com/orders?id=7", "X-Original-Method": "GET",
+		"X-Sent-From": "nginx-ingress-controller", "X-Real-IP": "203.0.113.9", "X-Forwarded-For": "203.0.113.9",
+		"X-Auth-Request-Redirect": "/orders?id=7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.com"}
+	for k, v := range h {
+		out[k] = v
+	}
+	return out
+}
+
+// envoyHTTP is what Envoy's ext_authz HTTP service sends with the docs'
+// allowed_headers (cookie; authorization always): the original method and
+// Host, Content-Length 0 without a body, and Envoy's own headers; the path
+// is path_prefix + the original path and query.
+func envoyHTTP(h map[string]string) map[string]string {
+	out := map[string]string{"Host": "app.example.com", "Content-Length": "0", "X-Forwarded-For": "203.0.113.9",
+		"X-Forwarded-Proto": "https", "X-Envoy-Internal": "true", "X-Envoy-Expected-Rq-Timeout-Ms": "1000", "X-Request-Id": "7b1e"}
 	for k, v := range h {
 		out[k] = v
 	}
@@ -116,13 +144,16 @@ func TestEveryGatewayProtocol(t *testing.T) {
 		method, path string
 		headers      map[string]string
 	}{
-		"nginx cookie":         {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Cookie": cookie(tok)})},
-		"nginx bearer":         {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Authorization": "Bearer " + tok})},
-		"traefik cookie":       {"GET", forwardauth.ForwardAuthPath, traefik("GET", map[string]string{"Cookie": cookie(tok)})},
-		"caddy bearer":         {"GET", forwardauth.ForwardAuthPath, traefik("POST", map[string]string{"Authorization": "Bearer " + tok})},
-		"envoy http (cookie)":  {"POST", forwardauth.ExtAuthzPrefix + "orders/7", map[string]string{"Cookie": cookie(tok)}},
-		"envoy http (bearer)":  {"GET", forwardauth.ExtAuthzPrefix, map[string]string{"Authorization": "Bearer " + tok}},
-		"spoofed identity too": {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Cookie": cookie(tok), "X-User-Id": "admin", "X-Session-Id": "x"})},
+		"nginx cookie":               {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Cookie": cookie(tok)})},
+		"nginx bearer":               {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Authorization": "Bearer " + tok})},
+		"traefik cookie":             {"GET", forwardauth.ForwardAuthPath, traefik("GET", map[string]string{"Cookie": cookie(tok)})},
+		"caddy bearer":               {"GET", forwardauth.ForwardAuthPath, traefik("POST", map[string]string{"Authorization": "Bearer " + tok})},
+		"envoy http (cookie)":        {"POST", forwardauth.ExtAuthzPrefix + "orders/7", map[string]string{"Cookie": cookie(tok)}},
+		"envoy http (bearer)":        {"GET", forwardauth.ExtAuthzPrefix, map[string]string{"Authorization": "Bearer " + tok}},
+		"spoofed identity too":       {"GET", forwardauth.AuthRequestPath, nginx(map[string]string{"Cookie": cookie(tok), "X-User-Id": "admin", "X-Session-Id": "x"})},
+		"ingress-nginx cookie":       {"GET", forwardauth.AuthRequestPath, ingressNginx(map[string]string{"Cookie": cookie(tok)})},
+		"envoy http, its exact POST": {"POST", forwardauth.ExtAuthzPrefix + "orders/7?id=7", envoyHTTP(map[string]string{"Cookie": cookie(tok)})},
+		"envoy http, the root path":  {"GET", forwardauth.ExtAuthzPrefix, envoyHTTP(map[string]string{"Authorization": "Bearer " + tok})},
 	} {
 		wantIdentity(t, e.ask(t, tc.method, tc.path, tc.headers), "user-1", sid, name)
 	}
@@ -142,6 +173,27 @@ func TestEveryGatewayProtocol(t *testing.T) {
 		}
 		if body, _ := io.ReadAll(resp.Body); strings.Contains(string(body), tok) {
 			t.Errorf("%s: the body holds the token", name)
+		}
+	}
+
+	// A session without an email: every 200 still carries all three
+	// headers (the email empty), so that a gateway copying them replaces
+	// what the client sent and never passes on a placeholder of its own
+	// (Caddy 2.6's copy_headers) or the client's value.
+	noEmail, err := e.client.CreateSession(testutil.CallCtx(t), &sessionauthv1.CreateSessionRequest{UserId: "user-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct{ method, path string }{
+		"nginx": {"GET", forwardauth.AuthRequestPath}, "traefik": {"GET", forwardauth.ForwardAuthPath}, "envoy http": {"GET", forwardauth.ExtAuthzPrefix},
+	} {
+		resp := e.ask(t, tc.method, tc.path, map[string]string{"Cookie": cookie(noEmail.GetToken()), "X-User-Email": "admin@example.com"})
+		wantStatus(t, resp, http.StatusOK, name+" without an email")
+		if got, ok := resp.Header["X-User-Email"]; !ok || len(got) != 1 || got[0] != "" {
+			t.Errorf("%s without an email: x-user-email %q (present: %v), want one empty value", name, got, ok)
+		}
+		if got := resp.Header.Get("X-User-Id"); got != "user-2" {
+			t.Errorf("%s without an email: x-user-id %q", name, got)
 		}
 	}
 
@@ -178,6 +230,16 @@ func TestLoginRedirects(t *testing.T) {
 	wantStatus(t, resp, http.StatusUnauthorized, "nginx, a browser GET")
 	if got := resp.Header.Get("Location"); got != want {
 		t.Errorf("nginx Location %q, want %q", got, want)
+	}
+	// ingress-nginx: the same 401 (its auth-signin annotation, not the
+	// Location, sends the browser to the login page).
+	wantStatus(t, e.ask(t, "GET", forwardauth.AuthRequestPath, ingressNginx(browser)), http.StatusUnauthorized, "ingress-nginx, a browser GET")
+	// Envoy's HTTP service: no redirect on this endpoint, even for a
+	// browser: 401 with the challenge.
+	resp = e.ask(t, "GET", forwardauth.ExtAuthzPrefix+"orders?id=7", envoyHTTP(browser))
+	wantStatus(t, resp, http.StatusUnauthorized, "Envoy HTTP, a browser GET")
+	if resp.Header.Get("Location") != "" || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("Envoy HTTP, a browser GET: headers %v", resp.Header)
 	}
 	// The rd comes only from the gateway's headers, encoded; a forged
 	// X-Original-URL of another scheme gives no redirect.
