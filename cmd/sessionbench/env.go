@@ -23,10 +23,11 @@ import (
 // benchEnv is what a run measures: a Redis, a sessiond, and the in-process
 // servers of the floors and the interceptor workloads.
 type benchEnv struct {
-	rdb          redis.UniversalClient
-	sessiondAddr string
-	floorAddr    string
-	cleanups     []func()
+	rdb             redis.UniversalClient
+	sessiondAddr    string
+	forwardAuthAddr string // "" for none: no forward-auth workload
+	floorAddr       string
+	cleanups        []func()
 }
 
 func (e *benchEnv) close() {
@@ -104,9 +105,9 @@ func newEnv(cfg *benchConfig) (*benchEnv, error) {
 	e.rdb = rdb
 	e.cleanups = append(e.cleanups, func() { _ = rdb.Close() })
 
-	e.sessiondAddr = cfg.target
+	e.sessiondAddr, e.forwardAuthAddr = cfg.target, cfg.faTarget
 	if e.sessiondAddr == "" {
-		if e.sessiondAddr, err = startSessiond(e, redisURL, cfg.poolSize); err != nil {
+		if e.sessiondAddr, e.forwardAuthAddr, err = startSessiond(e, redisURL, cfg.poolSize); err != nil {
 			return nil, err
 		}
 	}
@@ -129,10 +130,11 @@ const floorKeys = 1000
 
 // startSessiond runs sessiond in-process through daemon.Run, the wiring of
 // cmd/sessiond, with cmd/sessiond's defaults (metrics on an admin listener,
-// logging at info, rate limits, ext_authz, reflection) on its own Redis pool.
-// The rate limits are raised so far that the one load generator is never
-// refused; their bookkeeping still runs on every call.
-func startSessiond(e *benchEnv, redisURL string, poolSize int) (string, error) {
+// logging at info, rate limits, ext_authz, reflection) on its own Redis pool,
+// with a forward-auth listener. The rate limits are raised so far that the
+// one load generator is never refused; their bookkeeping still runs on every
+// call. It returns the gRPC and the forward-auth listeners' addresses.
+func startSessiond(e *benchEnv, redisURL string, poolSize int) (grpcAddr, forwardAuthAddr string, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan daemon.Addrs, 1)
 	done := make(chan error, 1)
@@ -142,6 +144,7 @@ func startSessiond(e *benchEnv, redisURL string, poolSize int) (string, error) {
 		AdminListen: "127.0.0.1:0",
 		Reflection:  true,
 		ExtAuthz:    true,
+		ForwardAuth: daemon.ForwardAuthConfig{Listen: "127.0.0.1:0"},
 		Redis:       daemon.RedisConfig{URL: redisURL, PoolSize: poolSize},
 		Store:       store.Config{MaxSessionsPerUser: 100, TouchInterval: time.Minute},
 		Service:     server.Config{CreateLimit: unlimited, FailedValidationLimit: unlimited},
@@ -153,9 +156,12 @@ func startSessiond(e *benchEnv, redisURL string, poolSize int) (string, error) {
 	select {
 	case a := <-started:
 		e.cleanups = append(e.cleanups, func() { cancel(); <-done })
-		return a.GRPC.String(), nil
+		if a.ForwardAuth == nil {
+			return a.GRPC.String(), "", nil
+		}
+		return a.GRPC.String(), a.ForwardAuth.String(), nil
 	case err := <-done:
 		cancel()
-		return "", fmt.Errorf("sessiond: %w", err)
+		return "", "", fmt.Errorf("sessiond: %w", err)
 	}
 }

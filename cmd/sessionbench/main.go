@@ -1,24 +1,31 @@
 // Command sessionbench measures sessiond under load and compares it with
 // the floors that bound it, measured in the same run on the same Redis.
 //
-// Workloads: validate (ValidateSession of live tokens), create
-// (CreateSession), mixed (90% validate, 5% create, 5% revoke), interceptor
-// (a protected gRPC service: unprotected, protected, protected with the
-// client cache). Floors: redis-hgetall (go-redis alone), grpc-hgetall (a bare
-// gRPC handler doing one HGETALL), grpc-echo (gRPC alone), grpc-create-tx (a
-// bare gRPC handler running the raw create transaction).
+// Workloads: validate (ValidateSession of live tokens), forward-auth (GET
+// /authz/auth-request with the same tokens over HTTP/1.1 keep-alive, a
+// connection a caller: a gateway's check), create (CreateSession), mixed
+// (90% validate, 5% create, 5% revoke), interceptor (a protected gRPC
+// service: unprotected, protected, protected with the client cache).
+// Floors: redis-hgetall (go-redis alone), grpc-hgetall (a bare gRPC handler
+// doing one HGETALL), grpc-echo (gRPC alone), grpc-create-tx (a bare gRPC
+// handler running the raw create transaction).
 //
 // With no --target it starts its own redis-server (unless --redis-url) and
-// an in-process sessiond. Runs alternate between workloads, round after
+// an in-process sessiond (with its forward-auth listener). With --target,
+// forward-auth runs only if --forward-auth-target names that sessiond's
+// forward-auth listener. Runs alternate between workloads, round after
 // round, and the report takes each figure's median over the rounds.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,10 +43,12 @@ import (
 
 	"github.com/sessiond/sessiond/client"
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/server/forwardauth"
 )
 
 type benchConfig struct {
 	target      string
+	faTarget    string
 	redisURL    string
 	concurrency []int
 	duration    time.Duration
@@ -50,7 +59,7 @@ type benchConfig struct {
 	poolSize    int
 }
 
-var allWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "validate", "create", "grpc-create-tx", "mixed", "unprotected", "protected", "protected-cache"}
+var allWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "validate", "forward-auth", "create", "grpc-create-tx", "mixed", "unprotected", "protected", "protected-cache"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -65,6 +74,7 @@ func run(ctx context.Context, args []string) error {
 	cfg := &benchConfig{}
 	fs := flag.NewFlagSet("sessionbench", flag.ContinueOnError)
 	fs.StringVar(&cfg.target, "target", "", "address of a running sessiond (empty: start one in-process)")
+	fs.StringVar(&cfg.faTarget, "forward-auth-target", "", "with --target: host:port of its forward-auth listener (--forward-auth-listen); empty: no forward-auth workload")
 	fs.StringVar(&cfg.redisURL, "redis-url", "", "Redis for the floors (and for the in-process sessiond); empty: start a redis-server")
 	conc := fs.String("concurrency", "16,64", "comma-separated numbers of concurrent callers")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "measured time of one run")
@@ -87,7 +97,17 @@ func run(ctx context.Context, args []string) error {
 		if w = strings.TrimSpace(w); !slices.Contains(allWorkloads, w) {
 			return fmt.Errorf("--workloads: unknown %q (known: %s)", w, strings.Join(allWorkloads, ", "))
 		}
-		cfg.workloads = append(cfg.workloads, strings.TrimSpace(w))
+		if w == "forward-auth" && cfg.target != "" && cfg.faTarget == "" {
+			fmt.Fprintln(os.Stderr, "sessionbench: skipping forward-auth: --target without --forward-auth-target")
+			continue
+		}
+		cfg.workloads = append(cfg.workloads, w)
+	}
+	if cfg.faTarget != "" && cfg.target == "" {
+		return fmt.Errorf("--forward-auth-target is for a running sessiond: give its --target too")
+	}
+	if len(cfg.workloads) == 0 {
+		return fmt.Errorf("--workloads: none to run")
 	}
 	if cfg.rounds < 1 || cfg.duration <= 0 {
 		return fmt.Errorf("--rounds and --duration must be positive")
@@ -98,7 +118,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer env.close()
-	b, err := newBench(ctx, env)
+	b, err := newBench(ctx, env, cfg)
 	if err != nil {
 		return err
 	}
@@ -149,11 +169,17 @@ type bench struct {
 	plainApp, protectedApp, cachedApp *grpc.ClientConn
 	cached                            *client.Client
 
+	faURL    string       // the forward-auth endpoint; "" without a listener
+	faClient *http.Client // HTTP/1.1 keep-alive, a connection a caller
+
 	mu      sync.Mutex
 	created map[int][]string // per worker: tokens it created, for mixed's revokes
 }
 
 func (b *bench) close() {
+	if b.faClient != nil {
+		b.faClient.CloseIdleConnections()
+	}
 	if b.cached != nil {
 		_ = b.cached.Close()
 	}
@@ -170,8 +196,22 @@ func (b *bench) dial(addr string) (*grpc.ClientConn, error) {
 	return conn, err
 }
 
-func newBench(ctx context.Context, env *benchEnv) (*bench, error) {
+func newBench(ctx context.Context, env *benchEnv, cfg *benchConfig) (*bench, error) {
 	b := &bench{env: env, created: map[int][]string{}}
+	if env.forwardAuthAddr != "" {
+		b.faURL = "http://" + env.forwardAuthAddr + forwardauth.AuthRequestPath
+		b.faClient = &http.Client{Transport: &http.Transport{
+			// A keep-alive connection for every caller, as a gateway's pool:
+			// no idle one closed while there are callers (MaxIdleConns 0: no
+			// overall limit), and HTTP/1.1 only (no TLSNextProto).
+			MaxIdleConns:        0,
+			MaxIdleConnsPerHost: slices.Max(cfg.concurrency),
+			IdleConnTimeout:     time.Minute,
+			DisableCompression:  true,
+			ForceAttemptHTTP2:   false,
+			TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
+		}}
+	}
 	sd, err := b.dial(env.sessiondAddr)
 	if err != nil {
 		return nil, err
@@ -257,6 +297,28 @@ func (b *bench) revoke(ctx context.Context, w, i int) (string, error) {
 	return "RevokeSession", err
 }
 
+// forwardAuth asks as nginx's auth_request does: GET /authz/auth-request
+// with the token as a bearer credential; anything but 200 is an error.
+func (b *bench) forwardAuth(ctx context.Context, w, i int) (string, error) {
+	const rpc = "GET " + forwardauth.AuthRequestPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.faURL, nil)
+	if err != nil {
+		return rpc, err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.token(w, i))
+	resp, err := b.faClient.Do(req)
+	if err != nil {
+		return rpc, err
+	}
+	// Read to the end, so that the connection is kept for the next call.
+	_, err = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("forward auth: %s", resp.Status)
+	}
+	return rpc, err
+}
+
 func invoke(ctx context.Context, conn *grpc.ClientConn, method, value string) error {
 	return conn.Invoke(ctx, method, wrapperspb.String(value), new(wrapperspb.StringValue))
 }
@@ -273,6 +335,8 @@ func (b *bench) op(workload string) op {
 	switch workload {
 	case "validate":
 		return b.validate
+	case "forward-auth":
+		return b.forwardAuth
 	case "create":
 		return b.create
 	case "mixed":

@@ -32,6 +32,8 @@ var ratioDefs = []struct {
 }{
 	{"validate/grpc-hgetall throughput", "validate", "grpc-hgetall", false},
 	{"validate/grpc-hgetall p99", "validate", "grpc-hgetall", true},
+	{"forward-auth/validate throughput", "forward-auth", "validate", false},
+	{"forward-auth/validate p99", "forward-auth", "validate", true},
 	{"create/grpc-create-tx throughput", "create", "grpc-create-tx", false},
 	{"protected-cache/unprotected throughput", "protected-cache", "unprotected", false},
 	{"protected/unprotected throughput", "protected", "unprotected", false},
