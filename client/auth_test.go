@@ -17,6 +17,7 @@ import (
 
 	"github.com/sessiond/sessiond/client"
 	"github.com/sessiond/sessiond/internal/sessiondtest"
+	"github.com/sessiond/sessiond/internal/testutil"
 )
 
 // countingConn dials addr with an interceptor that counts ValidateSession calls.
@@ -171,7 +172,7 @@ func TestHTTPMiddleware(t *testing.T) {
 	for name, setup := range map[string]func(*http.Request){
 		"nothing":      func(*http.Request) {},
 		"wrong cookie": func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "session", Value: token}) },
-		"bad token":    func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token[:71]+"x") },
+		"bad token":    func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+testutil.Tampered(token)) },
 	} {
 		w := do(setup)
 		if w.Code != http.StatusUnauthorized || w.Header().Get("WWW-Authenticate") != `Bearer realm="sessiond"` {

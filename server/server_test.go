@@ -444,7 +444,7 @@ func TestLogsNeverHoldTokens(t *testing.T) {
 	}
 	for _, tok := range tokens {
 		_, _ = e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: tok})
-		_, _ = e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: tok[:71] + "x"})
+		_, _ = e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: testutil.Tampered(tok)})
 	}
 	e.Clock.Advance(2 * time.Minute)
 	_, _ = e.Client.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: tokens[3]})

@@ -160,13 +160,6 @@ func hashNeedles(what string, sum [sha256.Size]byte) []needle {
 	}
 }
 
-// flip returns tok with its last character changed: well formed, not live.
-func flip(tok string) string {
-	if strings.HasSuffix(tok, "x") {
-		return tok[:len(tok)-1] + "y"
-	}
-	return tok[:len(tok)-1] + "x"
-}
 
 func TestNoTokenInLogsErrorsOrResponses(t *testing.T) {
 	t.Parallel()
@@ -348,7 +341,7 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 			t.Fatalf("ValidateSession after a touch interval: %v", err)
 		}
 	}
-	for _, bad := range []string{evicted, flip(a1), a1 + "=", "Bearer " + a1, strings.ToUpper(a1), a1[1:], a1 + a1} {
+	for _, bad := range []string{evicted, testutil.Tampered(a1), a1 + "=", "Bearer " + a1, strings.ToUpper(a1), a1[1:], a1 + a1} {
 		_, err := validate(admin, bad)
 		wantCode(err, codes.Unauthenticated, "ValidateSession of a bad token")
 	}
@@ -361,9 +354,9 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	_, err = validate(metadata.AppendToOutgoingContext(ctx, access.DefaultAPIKeyHeader, adminKey+"x"), a1)
 	wantCode(err, codes.Unauthenticated, "ValidateSession with a wrong API key")
 	for range 35 { // over the failed-validation limit: failures are throttled, a good token passes
-		_, _ = validate(guesser, flip(b1))
+		_, _ = validate(guesser, testutil.Tampered(b1))
 	}
-	_, err = validate(guesser, flip(b1))
+	_, err = validate(guesser, testutil.Tampered(b1))
 	wantCode(err, codes.ResourceExhausted, "ValidateSession over the failed-validation limit")
 	_, err = validate(guesser, b1)
 	wantCode(err, codes.OK, "ValidateSession of a live token over the failed-validation limit")
@@ -380,7 +373,7 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	}
 	for _, h := range []map[string]string{
 		{"authorization": "Bearer " + evicted},
-		{"cookie": "__Host-session=" + flip(a1)},
+		{"cookie": "__Host-session=" + testutil.Tampered(a1)},
 		{"authorization": "Bearer " + a1 + ",Bearer " + b1},
 		{"authorization": "Basic " + a1},
 		{},
@@ -415,7 +408,7 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	}{
 		{"/authz/auth-request", map[string]string{"Authorization": "Bearer " + a1}, 200},
 		{"/authz/forward-auth", map[string]string{"Cookie": "__Host-session=" + b1}, 200},
-		{"/authz/ext-authz/orders", map[string]string{"Authorization": "Bearer " + flip(a1)}, 401},
+		{"/authz/ext-authz/orders", map[string]string{"Authorization": "Bearer " + testutil.Tampered(a1)}, 401},
 		{"/authz/forward-auth", map[string]string{"Cookie": "__Host-session=" + evicted}, 401},
 		{"/authz/forward-auth", browser, 302},
 	} {
@@ -436,7 +429,7 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	}
 	_, err = rotate(a2)
 	wantCode(err, codes.Unauthenticated, "RotateSession of a rotated-away token")
-	_, err = rotate(flip(a2))
+	_, err = rotate(testutil.Tampered(a2))
 	wantCode(err, codes.Unauthenticated, "RotateSession of a malformed token")
 
 	// List, page by page.

@@ -76,3 +76,15 @@ func Serve(tb testing.TB, gs *grpc.Server) *grpc.ClientConn {
 	})
 	return conn
 }
+
+// Tampered is tok with its last character changed (to x, or y when it was
+// x): a well-formed token of the same session that is not its token.
+// Appending a fixed character to tok[:len-1] would give tok itself once in
+// 64 runs.
+func Tampered(tok string) string {
+	last := byte('x')
+	if tok[len(tok)-1] == 'x' {
+		last = 'y'
+	}
+	return tok[:len(tok)-1] + string(last)
+}

@@ -164,7 +164,7 @@ func TestEveryGatewayProtocol(t *testing.T) {
 		"nginx, no token":                  {forwardauth.AuthRequestPath, nginx(nil)},
 		"nginx, spoofed identity only":     {forwardauth.AuthRequestPath, nginx(map[string]string{"X-User-Id": "admin"})},
 		"traefik, bad cookie":              {forwardauth.ForwardAuthPath, traefik("GET", map[string]string{"Cookie": cookie("nope")})},
-		"envoy, a token of the wrong form": {forwardauth.ExtAuthzPrefix + "x", map[string]string{"Authorization": "Bearer " + tok[:71] + "x"}},
+		"envoy, a token of the wrong form": {forwardauth.ExtAuthzPrefix + "x", map[string]string{"Authorization": "Bearer " + testutil.Tampered(tok)}},
 	} {
 		resp := e.ask(t, "GET", tc.path, tc.headers)
 		wantStatus(t, resp, http.StatusUnauthorized, name)
