@@ -170,7 +170,12 @@ func storeFree(name string) bool {
 // while it does not; the others, and the overall status (""), are SERVING
 // while the process runs. Use "" for liveness, a service's name for its
 // readiness. hs.Shutdown at stop turns them all NOT_SERVING.
-func watchHealth(ctx context.Context, ping func(context.Context) error, hs *health.Server, services map[string]grpc.ServiceInfo, interval time.Duration, log *slog.Logger) {
+//
+// A ping may take pingTimeout: at least the interval, and as long as a call
+// may wait for Redis (the request timeout, at most 1s), so that a loaded
+// machine on which calls succeed is not reported unready because a ping
+// missed a very short interval.
+func watchHealth(ctx context.Context, ping func(context.Context) error, hs *health.Server, services map[string]grpc.ServiceInfo, interval, pingTimeout time.Duration, log *slog.Logger) {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	var needStore []string
 	for name := range services {
@@ -185,7 +190,7 @@ func watchHealth(ctx context.Context, ping func(context.Context) error, hs *heal
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
-		pingCtx, cancel := context.WithTimeout(ctx, interval)
+		pingCtx, cancel := context.WithTimeout(ctx, max(interval, pingTimeout))
 		err := ping(pingCtx)
 		cancel()
 		if ctx.Err() != nil {

@@ -49,7 +49,7 @@ func TestWatchHealthReportsEveryService(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		watchHealth(ctx, ping, hs, services, 5*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		watchHealth(ctx, ping, hs, services, 5*time.Millisecond, 5*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	})
 	defer func() { cancel(); wg.Wait() }()
 
