@@ -216,7 +216,9 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	if t := cfg.Service.RequestTimeout; t > 0 {
 		pingTimeout = min(t, time.Second)
 	}
-	wg.Go(func() { watchHealth(healthCtx, svc.Ping, hs, gs.GetServiceInfo(), cfg.HealthInterval, pingTimeout, log) })
+	wg.Go(func() {
+		watchHealth(healthCtx, svc.Ping, hs, gs.GetServiceInfo(), cfg.HealthInterval, pingTimeout, log)
+	})
 	wg.Go(func() { sec.files.run(healthCtx, log) }) // reloads certificates, keys and policy
 	revocationsCtx, stopRevocations := context.WithCancel(ctx)
 	defer stopRevocations()

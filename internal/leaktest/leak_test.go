@@ -160,7 +160,6 @@ func hashNeedles(what string, sum [sha256.Size]byte) []needle {
 	}
 }
 
-
 func TestNoTokenInLogsErrorsOrResponses(t *testing.T) {
 	t.Parallel()
 	for _, format := range []string{"text", "json"} {
