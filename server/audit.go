@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 
 	"google.golang.org/grpc"
 
@@ -10,20 +12,27 @@ import (
 	"github.com/sessiond/sessiond/server/store"
 )
 
-// The audit log is one event per change to the set of live sessions, made
-// by a call: a session created, rotated or revoked (by token, by id, all of
-// a user's, or evicted over the per-user cap). Sessions that simply expire
-// make no event. Each event is one record on Config.Audit, separate from the
+// The audit log is one event per change to the live sessions, made by a
+// call: a session created, rotated, updated (attributes or expiry) or revoked
+// (by token, by id, all of a user's, evicted over the per-user cap, for a
+// reused rotated-away token, or every session before a cutoff). Sessions
+// that simply expire make no event. Each event is one record on Config.Audit, separate from the
 // operational log:
 //
 //	time       when it happened (the server's clock)
-//	msg        the event: session.created, session.rotated or session.revoked
+//	msg        the event: session.created, session.rotated, session.updated
+//	           or session.revoked
 //	log_type   "audit", always (to tell the events apart if the audit log and
 //	           the operational log share a stream)
 //	reason     session.revoked: logout (RevokeSession by token), revoked
 //	           (RevokeSession by id), user_revoked (RevokeUserSessions) or
-//	           evicted (over the per-user cap, by a CreateSession);
+//	           evicted (over the per-user cap, by a CreateSession),
+//	           reuse_detected (a rotated-away token presented after the
+//	           rotation grace) or all_revoked (RevokeAllSessions);
 //	           session.rotated: rotated
+//	change     session.updated: attributes (UpdateSession: set_attributes
+//	           and remove_attributes name the keys, never the values) or
+//	           expiry (ExtendSession: expires_at)
 //	session_id the session created, or the new session of a rotation
 //	session_ids, count
 //	           session.revoked: the sessions revoked, and how many
@@ -31,6 +40,11 @@ import (
 //	           session.rotated: the session the new one replaced (revoked)
 //	except_session_id
 //	           user_revoked: the session kept, if the call named one
+//	reused_session_id
+//	           reuse_detected: the session whose rotated-away token was
+//	           presented
+//	issued_before
+//	           all_revoked: every session created before it is revoked
 //	user_id    the sessions' user
 //	caller     who called: {name, addr} (see access.Caller)
 //	method     the gRPC method called
@@ -42,6 +56,7 @@ const (
 	auditCreated = "session.created"
 	auditRotated = "session.rotated"
 	auditRevoked = "session.revoked"
+	auditUpdated = "session.updated"
 )
 
 // auditLogType is the log_type of every audit event.
@@ -61,6 +76,10 @@ func auditReason(r store.Reason) string {
 		return "evicted"
 	case store.ReasonRotated:
 		return "rotated"
+	case store.ReasonReuseDetected:
+		return "reuse_detected"
+	case store.ReasonAllRevoked:
+		return "all_revoked"
 	default:
 		return "unspecified"
 	}
@@ -116,5 +135,13 @@ func (s *Server) auditRevoke(ctx context.Context, r *store.Revocation, exceptID 
 	if exceptID != "" {
 		attrs = append(attrs, slog.String("except_session_id", exceptID))
 	}
+	if r.ReusedID != "" {
+		attrs = append(attrs, slog.String("reused_session_id", r.ReusedID))
+	}
 	s.auditEvent(ctx, auditRevoked, attrs...)
+}
+
+// sortedKeys returns m's keys in order (for the audit log: never values).
+func sortedKeys(m map[string]string) []string {
+	return slices.Sorted(maps.Keys(m))
 }

@@ -51,7 +51,8 @@ func classify(err error) errClass {
 		return classUnavailable
 	case errors.Is(err, store.ErrConflict):
 		return classConflict
-	case errors.Is(err, store.ErrMalformedSessionID), errors.Is(err, store.ErrForeignSession), errors.Is(err, store.ErrMalformedCursor):
+	case errors.Is(err, store.ErrMalformedSessionID), errors.Is(err, store.ErrForeignSession), errors.Is(err, store.ErrMalformedCursor),
+		status.Code(err) == codes.InvalidArgument: // a limit the store checked for the handler (Update, Rotate)
 		return classMalformed
 	}
 	return classInternal

@@ -1,4 +1,6 @@
 package server
 
 // Internals the external tests (package server_test) use.
-var EncodePageToken = encodePageToken
+
+// EncodePageToken is a ListUserSessions page token for a store cursor.
+func EncodePageToken(cursor string) string { return encodePageToken(pageTokenPrefix, cursor) }

@@ -150,11 +150,17 @@ const (
 	opRotate
 	opListUser
 	opPing
+	opGetByID
+	opUpdate
+	opExtend
+	opList
+	opRevokeAll
 	numStoreOps
 )
 
 func (o storeOp) String() string {
-	return [...]string{"create", "get", "touch", "revoke_token", "revoke", "revoke_user", "rotate", "list_user", "ping"}[o]
+	return [...]string{"create", "get", "touch", "revoke_token", "revoke", "revoke_user", "rotate", "list_user", "ping",
+		"get_by_id", "update", "extend", "list", "revoke_all"}[o]
 }
 
 // outcome classifies an operation's error as the status mapping does.
@@ -251,9 +257,9 @@ func (s meteredStore) RevokeUser(ctx context.Context, userID, exceptID string) (
 	return r, err
 }
 
-func (s meteredStore) Rotate(ctx context.Context, token string) (*store.Created, error) {
+func (s meteredStore) Rotate(ctx context.Context, token string, step store.Step) (*store.Created, error) {
 	start := time.Now()
-	c, err := s.Store.Rotate(ctx, token)
+	c, err := s.Store.Rotate(ctx, token, step)
 	s.m.observe(opRotate, start, err)
 	return c, err
 }
@@ -263,6 +269,41 @@ func (s meteredStore) ListUser(ctx context.Context, userID string, limit int, cu
 	list, next, err := s.Store.ListUser(ctx, userID, limit, cursor)
 	s.m.observe(opListUser, start, err)
 	return list, next, err
+}
+
+func (s meteredStore) GetByID(ctx context.Context, sessionID string) (*store.Session, error) {
+	start := time.Now()
+	sess, err := s.Store.GetByID(ctx, sessionID)
+	s.m.observe(opGetByID, start, err)
+	return sess, err
+}
+
+func (s meteredStore) Update(ctx context.Context, ref store.Ref, ch store.AttributeChange) (*store.Session, error) {
+	start := time.Now()
+	sess, err := s.Store.Update(ctx, ref, ch)
+	s.m.observe(opUpdate, start, err)
+	return sess, err
+}
+
+func (s meteredStore) Extend(ctx context.Context, sessionID string, ttl time.Duration) (*store.Session, error) {
+	start := time.Now()
+	sess, err := s.Store.Extend(ctx, sessionID, ttl)
+	s.m.observe(opExtend, start, err)
+	return sess, err
+}
+
+func (s meteredStore) List(ctx context.Context, limit int, cursor string) ([]*store.Session, string, error) {
+	start := time.Now()
+	list, next, err := s.Store.List(ctx, limit, cursor)
+	s.m.observe(opList, start, err)
+	return list, next, err
+}
+
+func (s meteredStore) RevokeAll(ctx context.Context, before time.Time) (time.Time, *store.Revocation, error) {
+	start := time.Now()
+	at, ev, err := s.Store.RevokeAll(ctx, before)
+	s.m.observe(opRevokeAll, start, err)
+	return at, ev, err
 }
 
 func (s meteredStore) Ping(ctx context.Context) error {

@@ -180,6 +180,16 @@ func revocationToProto(r store.Revocation) *sessionauthv1.RevocationEvent {
 		reason = sessionauthv1.RevocationEvent_REASON_EVICTED
 	case store.ReasonRotated:
 		reason = sessionauthv1.RevocationEvent_REASON_ROTATED
+	case store.ReasonUpdated:
+		reason = sessionauthv1.RevocationEvent_REASON_UPDATED
+	case store.ReasonReuseDetected:
+		reason = sessionauthv1.RevocationEvent_REASON_REUSE_DETECTED
+	case store.ReasonAllRevoked:
+		reason = sessionauthv1.RevocationEvent_REASON_ALL_REVOKED
 	}
-	return &sessionauthv1.RevocationEvent{SessionIds: r.SessionIDs, UserId: r.UserID, Reason: reason, RevokedAt: timestamppb.New(r.At)}
+	ev := &sessionauthv1.RevocationEvent{SessionIds: r.SessionIDs, UserId: r.UserID, Reason: reason, RevokedAt: timestamppb.New(r.At), ReusedSessionId: r.ReusedID}
+	if !r.IssuedBefore.IsZero() {
+		ev.IssuedBefore = timestamppb.New(r.IssuedBefore)
+	}
+	return ev
 }

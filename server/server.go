@@ -11,9 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/assurance"
 	"github.com/sessiond/sessiond/server/access"
 	"github.com/sessiond/sessiond/server/store"
 )
@@ -27,8 +30,13 @@ type Store interface {
 	RevokeToken(ctx context.Context, token string) (*store.Revocation, error)
 	Revoke(ctx context.Context, sessionID string) (*store.Revocation, error)
 	RevokeUser(ctx context.Context, userID, exceptID string) (*store.Revocation, error)
-	Rotate(ctx context.Context, token string) (*store.Created, error)
+	Rotate(ctx context.Context, token string, step store.Step) (*store.Created, error)
 	ListUser(ctx context.Context, userID string, limit int, cursor string) ([]*store.Session, string, error)
+	GetByID(ctx context.Context, sessionID string) (*store.Session, error)
+	Update(ctx context.Context, ref store.Ref, ch store.AttributeChange) (*store.Session, error)
+	Extend(ctx context.Context, sessionID string, ttl time.Duration) (*store.Session, error)
+	List(ctx context.Context, limit int, cursor string) ([]*store.Session, string, error)
+	RevokeAll(ctx context.Context, before time.Time) (time.Time, *store.Revocation, error)
 	WatchRevocations(ctx context.Context, ready func(), onEvent func(store.Revocation)) error
 	Ping(ctx context.Context) error
 }
@@ -157,17 +165,21 @@ func (s *Server) CreateSession(ctx context.Context, req *sessionauthv1.CreateSes
 	v.attributes(req.GetAttributes())
 	ttl := v.lifetime("ttl", req.GetTtl(), s.cfg.DefaultTTL, s.cfg.MaxTTL)
 	idle := v.lifetime("idle_timeout", req.GetIdleTimeout(), max(s.cfg.DefaultIdleTimeout, 0), s.cfg.MaxTTL)
+	methods := v.authMethods("auth_methods", req.GetAuthMethods())
+	level := v.level("assurance_level", req.GetAssuranceLevel())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
 	created, err := s.store.Create(ctx, store.NewSession{
-		UserID:      req.GetUserId(),
-		Email:       req.GetEmail(),
-		ClientIP:    ip,
-		UserAgent:   req.GetUserAgent(),
-		Attributes:  req.GetAttributes(),
-		TTL:         ttl,
-		IdleTimeout: idle,
+		UserID:         req.GetUserId(),
+		Email:          req.GetEmail(),
+		ClientIP:       ip,
+		UserAgent:      req.GetUserAgent(),
+		Attributes:     req.GetAttributes(),
+		TTL:            ttl,
+		IdleTimeout:    idle,
+		AuthMethods:    methods,
+		AssuranceLevel: level,
 	})
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
@@ -184,6 +196,7 @@ func (s *Server) CreateSession(ctx context.Context, req *sessionauthv1.CreateSes
 func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.ValidateSessionRequest) (*sessionauthv1.ValidateSessionResponse, error) {
 	var v invalid
 	v.token(req.GetToken())
+	need := v.requirement(req.GetMinAssuranceLevel(), req.GetMaxAuthAge())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
@@ -191,7 +204,21 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 	if err != nil {
 		return nil, err
 	}
+	if err := s.Require(sess, need); err != nil {
+		return nil, err
+	}
 	return &sessionauthv1.ValidateSessionResponse{Session: toProto(sess)}, nil
+}
+
+// Require checks a live session against a caller's demand for a strong or
+// recent enough authentication: nil, or PERMISSION_DENIED with the
+// google.rpc.ErrorInfo that says why (internal/assurance). The session is
+// not revoked either way.
+func (s *Server) Require(sess *store.Session, need assurance.Requirement) error {
+	if need.IsZero() {
+		return nil
+	}
+	return need.Check(sess.AssuranceLevel, sess.AuthenticatedAt, s.now())
 }
 
 // ValidateToken is the one validation path, of ValidateSession and of the
@@ -201,6 +228,7 @@ func (s *Server) ValidateSession(ctx context.Context, req *sessionauthv1.Validat
 // end user at endUser() ("" for none), called only on a failure.
 func (s *Server) ValidateToken(ctx context.Context, token string, endUser func() string) (*store.Session, error) {
 	sess, err := s.store.Get(ctx, token)
+	s.reused(ctx, err)
 	if errors.Is(err, store.ErrNotFound) {
 		err = s.failed(ctx, endUser, err)
 	}
@@ -251,13 +279,28 @@ func (s *Server) failed(ctx context.Context, endUser func() string, notLive erro
 func (s *Server) RotateSession(ctx context.Context, req *sessionauthv1.RotateSessionRequest) (*sessionauthv1.RotateSessionResponse, error) {
 	var v invalid
 	v.token(req.GetToken())
+	level := v.level("assurance_level", req.GetAssuranceLevel())
+	add := v.authMethods("add_auth_methods", req.GetAddAuthMethods())
 	if err := v.err(); err != nil {
 		return nil, err
 	}
 	// A rotation answers whether a token is live (and hands out a new one if
 	// it is): failed rotations count against the same limit as failed
 	// validations, or it would be a way around that limit.
-	rotated, err := s.store.Rotate(ctx, req.GetToken())
+	rotated, err := s.store.Rotate(ctx, req.GetToken(), store.Step{
+		AssuranceLevel:  level,
+		AddAuthMethods:  add,
+		Reauthenticated: req.GetReauthenticated(),
+		Check: func(methods []string) error {
+			var v invalid
+			v.authMethods("add_auth_methods", methods)
+			return v.err()
+		},
+	})
+	s.reused(ctx, err)
+	if status.Code(err) == codes.InvalidArgument {
+		return nil, err
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		err = s.failed(ctx, func() string { return access.CallerFromContext(ctx).EndUser }, err)
 	}
@@ -313,16 +356,8 @@ func (s *Server) RevokeSession(ctx context.Context, req *sessionauthv1.RevokeSes
 func (s *Server) ListUserSessions(ctx context.Context, req *sessionauthv1.ListUserSessionsRequest) (*sessionauthv1.ListUserSessionsResponse, error) {
 	var v invalid
 	v.text("user_id", req.GetUserId(), maxUserIDBytes, true)
-	size := int(req.GetPageSize())
-	switch {
-	case size < 0:
-		v.add("page_size", "must not be negative")
-	case size == 0:
-		size = defaultPageSize
-	case size > maxPageSize:
-		v.add("page_size", "%d exceeds the maximum of %d", size, maxPageSize)
-	}
-	cursor, ok := decodePageToken(req.GetPageToken())
+	size := v.pageSize(req.GetPageSize())
+	cursor, ok := decodePageToken(pageTokenPrefix, req.GetPageToken())
 	if !ok {
 		v.add("page_token", "is not a next_page_token returned by ListUserSessions")
 	}
@@ -337,7 +372,7 @@ func (s *Server) ListUserSessions(ctx context.Context, req *sessionauthv1.ListUs
 	if err != nil {
 		return nil, s.toStatus(ctx, err)
 	}
-	resp := &sessionauthv1.ListUserSessionsResponse{NextPageToken: encodePageToken(next)}
+	resp := &sessionauthv1.ListUserSessionsResponse{NextPageToken: encodePageToken(pageTokenPrefix, next)}
 	for _, sess := range sessions {
 		resp.Sessions = append(resp.Sessions, toProto(sess))
 	}
@@ -378,29 +413,33 @@ func (s *Server) RevokeUserSessions(ctx context.Context, req *sessionauthv1.Revo
 
 func toProto(s *store.Session) *sessionauthv1.Session {
 	return &sessionauthv1.Session{
-		SessionId:     s.ID,
-		UserId:        s.UserID,
-		Email:         s.Email,
-		CreatedAt:     timestamppb.New(s.CreatedAt),
-		ExpiresAt:     timestamppb.New(s.ExpiresAt),
-		IdleExpiresAt: timestamppb.New(s.IdleExpiresAt()),
-		LastSeenAt:    timestamppb.New(s.LastSeenAt),
-		ClientIp:      s.ClientIP,
-		UserAgent:     s.UserAgent,
-		Attributes:    s.Attributes,
+		SessionId:       s.ID,
+		UserId:          s.UserID,
+		Email:           s.Email,
+		CreatedAt:       timestamppb.New(s.CreatedAt),
+		ExpiresAt:       timestamppb.New(s.ExpiresAt),
+		IdleExpiresAt:   timestamppb.New(s.IdleExpiresAt()),
+		LastSeenAt:      timestamppb.New(s.LastSeenAt),
+		ClientIp:        s.ClientIP,
+		UserAgent:       s.UserAgent,
+		Attributes:      s.Attributes,
+		AuthenticatedAt: timestamppb.New(s.AuthenticatedAt),
+		AuthMethods:     s.AuthMethods,
+		AssuranceLevel:  int32(s.AssuranceLevel),
 	}
 }
 
-// A page token is the id of the last session of the previous page, wrapped so
+// A page token is the store's cursor (for ListUserSessions, the id of the
+// last session of the previous page) behind a prefix of its RPC's, wrapped so
 // that callers treat it as opaque.
-func encodePageToken(cursor string) string {
+func encodePageToken(prefix, cursor string) string {
 	if cursor == "" {
 		return ""
 	}
-	return base64.RawURLEncoding.EncodeToString([]byte(pageTokenPrefix + cursor))
+	return base64.RawURLEncoding.EncodeToString([]byte(prefix + cursor))
 }
 
-func decodePageToken(tok string) (string, bool) {
+func decodePageToken(prefix, tok string) (string, bool) {
 	if tok == "" {
 		return "", true
 	}
@@ -411,6 +450,6 @@ func decodePageToken(tok string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	cursor, ok := strings.CutPrefix(string(b), pageTokenPrefix)
+	cursor, ok := strings.CutPrefix(string(b), prefix)
 	return cursor, ok && cursor != ""
 }

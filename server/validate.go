@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -11,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/sessiond/sessiond/internal/assurance"
 )
 
 // Request limits, enforced before any Redis call. They are documented in the
@@ -29,7 +32,11 @@ const (
 	maxPageSize        = 200
 	maxSessionIDBytes  = 64
 	maxPageTokenBytes  = 128
+	maxAuthMethods     = 16
+	maxAuthMethodBytes = 64
+	maxRemoveAttrs     = maxAttributes
 	pageTokenPrefix    = "p1:"
+	listTokenPrefix    = "l1:"
 	invalidTokenReason = "session token is invalid or expired"
 )
 
@@ -164,4 +171,98 @@ func InvalidArgument(field, description string) error {
 	var v invalid
 	v.add(field, "%s", description)
 	return v.err()
+}
+
+// authMethods checks a list of authentication methods: at most
+// maxAuthMethods entries of 1 to maxAuthMethodBytes bytes of ASCII letters,
+// digits, '.', '_', ':' or '-'. It returns the list without duplicates, in
+// its order.
+func (v *invalid) authMethods(field string, methods []string) []string {
+	var out []string
+	for _, m := range methods {
+		switch {
+		case m == "":
+			v.add(field, "has an empty entry")
+			return nil
+		case len(m) > maxAuthMethodBytes:
+			v.add(field, "an entry is %d bytes; the limit is %d", len(m), maxAuthMethodBytes)
+			return nil
+		}
+		for i := range len(m) {
+			if c := m[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+				v.add(field, "%q has a character other than ASCII letters, digits, '.', '_', ':' and '-'", m)
+				return nil
+			}
+		}
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	if len(out) > maxAuthMethods {
+		v.add(field, "has %d methods; the limit is %d", len(out), maxAuthMethods)
+		return nil
+	}
+	return out
+}
+
+// level checks an assurance level: 0 (unset) or 1 to 3.
+func (v *invalid) level(field string, n int32) int {
+	if n < 0 || n > assurance.MaxLevel {
+		v.add(field, "must be 1, 2 or 3 (NIST SP 800-63B AAL), or 0 for the default (got %d)", n)
+		return 0
+	}
+	return int(n)
+}
+
+// requirement checks ValidateSession's demands on the session.
+func (v *invalid) requirement(minLevel int32, maxAge *durationpb.Duration) assurance.Requirement {
+	r := assurance.Requirement{MinLevel: v.level("min_assurance_level", minLevel)}
+	if maxAge != nil {
+		if err := maxAge.CheckValid(); err != nil {
+			v.add("max_auth_age", "is not a valid duration")
+		} else if d := maxAge.AsDuration(); d < 0 {
+			v.add("max_auth_age", "must not be negative (got %v); leave it unset to accept any", d)
+		} else {
+			r.MaxAuthAge = d
+		}
+	}
+	return r
+}
+
+// sessionID checks a required session id's presence and size; its form is
+// the store's to judge (ErrMalformedSessionID).
+func (v *invalid) sessionID(field, id string) {
+	switch {
+	case id == "":
+		v.add(field, "is required")
+	case len(id) > maxSessionIDBytes:
+		v.add(field, "is not a session id issued by sessiond")
+	}
+}
+
+// pageSize resolves a page_size: unset or zero gives defaultPageSize.
+func (v *invalid) pageSize(n int32) int {
+	switch {
+	case n < 0:
+		v.add("page_size", "must not be negative")
+	case n == 0:
+		return defaultPageSize
+	case n > maxPageSize:
+		v.add("page_size", "%d exceeds the maximum of %d", n, maxPageSize)
+	}
+	return int(n)
+}
+
+// attributeResult checks a session's attributes after an update against the
+// limits of CreateSession's, naming the field of the request.
+func attributeResult(field string) func(map[string]string) error {
+	return func(attrs map[string]string) error {
+		var v invalid
+		v.attributes(attrs)
+		for _, viol := range v.violations {
+			viol.Field = field
+			viol.Description = "the result " + viol.Description
+		}
+		return v.err()
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sessiond/sessiond/server"
 	"github.com/sessiond/sessiond/server/access"
 	"github.com/sessiond/sessiond/server/extauthz"
+	"github.com/sessiond/sessiond/server/store"
 )
 
 // envPrefix: every flag --some-name falls back to $SESSIOND_SOME_NAME.
@@ -32,6 +33,7 @@ type flags struct {
 	clusterAddrs, sentinelAddrs string
 	trustedProxies              string
 	idleTimeout                 time.Duration // 0: none (daemon: negative)
+	rotationGrace               time.Duration // 0: none (store: negative)
 	logLevel, logFormat         string
 	maxConcurrentStreams        uint
 	insecure                    bool
@@ -66,6 +68,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 	fs.DurationVar(&st.TouchInterval, "touch-interval", time.Minute, "a validation slides the idle timeout (one Redis write) at most once per this interval per session")
 	fs.IntVar(&st.MaxSessionsPerUser, "max-sessions-per-user", 100, "live sessions per user; a create over the cap revokes the oldest (0: no cap)")
 	fs.StringVar(&st.KeyPrefix, "key-prefix", "sessiond", "prefix of every Redis key")
+	fs.DurationVar(&f.rotationGrace, "rotation-grace", store.DefaultRotationGrace, "a token RotateSession replaced and presented again within this time is just refused (two tabs racing);\nafter it, it is taken for a stolen copy and the session that replaced it is revoked too (0: no grace)")
+	fs.DurationVar(&st.CutoffMaxAge, "cutoff-max-age", store.DefaultCutoffMaxAge, "how long the RevokeAllSessions cutoff read from Redis is trusted: every replica re-reads it 4 times in this\ninterval, and refuses to validate (Unavailable, not ready) while it cannot")
 	fs.DurationVar(&svc.RequestTimeout, "request-timeout", server.DefaultRequestTimeout, "longest a call waits for Redis before failing with Unavailable")
 	fs.DurationVar(&c.HealthInterval, "health-interval", daemon.DefaultHealthInterval, "how often Redis is pinged for the health service")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "on SIGINT/SIGTERM, how long in-flight calls may take to finish")
@@ -140,6 +144,10 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 	if f.idleTimeout == 0 {
 		svc.DefaultIdleTimeout = -1 // none
 	}
+	st.RotationGrace = f.rotationGrace
+	if f.rotationGrace == 0 {
+		st.RotationGrace = -1 // none
+	}
 	sec.Limits.MaxConcurrentStreams = uint32(min(f.maxConcurrentStreams, math.MaxUint32))
 	c.Getenv = getenv
 	return c, check(&c, &f)
@@ -197,6 +205,12 @@ func check(c *daemon.Config, f *flags) error {
 	}
 	if st.TouchInterval < 0 || (f.idleTimeout > 0 && st.TouchInterval >= f.idleTimeout) {
 		bad("--touch-interval %v: must not be negative, and must be shorter than --idle-timeout %v", st.TouchInterval, f.idleTimeout)
+	}
+	if f.rotationGrace < 0 {
+		bad("--rotation-grace %v: must not be negative (0: no grace)", f.rotationGrace)
+	}
+	if st.CutoffMaxAge < 100*time.Millisecond || st.CutoffMaxAge > time.Minute {
+		bad("--cutoff-max-age %v: want 100ms to 1m", st.CutoffMaxAge)
 	}
 	if st.MaxSessionsPerUser < 0 {
 		bad("--max-sessions-per-user %d: must not be negative (0: no cap)", st.MaxSessionsPerUser)

@@ -167,7 +167,8 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	if err := tr.instrumentRedis(rdb); err != nil {
 		return err
 	}
-	var st server.Store = store.New(rdb, cfg.Store)
+	sessions := store.New(rdb, cfg.Store)
+	var st server.Store = sessions
 	if wrap != nil {
 		st = wrap(st)
 	}
@@ -220,6 +221,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 		watchHealth(healthCtx, svc.Ping, hs, gs.GetServiceInfo(), cfg.HealthInterval, pingTimeout, log)
 	})
 	wg.Go(func() { sec.files.run(healthCtx, log) }) // reloads certificates, keys and policy
+	wg.Go(func() { sessions.KeepCutoffFresh(healthCtx) })
 	revocationsCtx, stopRevocations := context.WithCancel(ctx)
 	defer stopRevocations()
 	wg.Go(func() { svc.RunRevocations(revocationsCtx) })

@@ -28,11 +28,12 @@ const (
 	// RoleValidator may check sessions: ValidateSession, WatchRevocations and
 	// envoy.service.auth.v3.Authorization/Check.
 	RoleValidator = "validator"
-	// RoleIssuer may create, rotate and revoke single sessions: CreateSession,
-	// RotateSession and RevokeSession.
+	// RoleIssuer may create, rotate, update and revoke single sessions:
+	// CreateSession, RotateSession, UpdateSession and RevokeSession.
 	RoleIssuer = "issuer"
-	// RoleAdmin may call every RPC: ListUserSessions, RevokeUserSessions and
-	// server reflection included.
+	// RoleAdmin may call every RPC: ListUserSessions, RevokeUserSessions,
+	// GetSession, ExtendSession, ListSessions, RevokeAllSessions and server
+	// reflection included.
 	RoleAdmin = "admin"
 	// RoleEndUserProxy may name the end user a validation is for
 	// (EndUserHeader), so that failed validations are limited per end user
@@ -56,6 +57,7 @@ var builtinRoles = map[string][]string{
 		sessionauthv1.SessionAuthority_CreateSession_FullMethodName,
 		sessionauthv1.SessionAuthority_RotateSession_FullMethodName,
 		sessionauthv1.SessionAuthority_RevokeSession_FullMethodName,
+		sessionauthv1.SessionAuthority_UpdateSession_FullMethodName,
 	},
 	RoleAdmin:        {"*"},
 	RoleEndUserProxy: nil,

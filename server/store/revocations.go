@@ -21,15 +21,26 @@ const (
 	ReasonUserRevoked Reason = 3 // RevokeUser
 	ReasonEvicted     Reason = 4 // over the per-user cap, by Create
 	ReasonRotated     Reason = 5 // replaced by a new session, by Rotate
+	// ReasonUpdated is not a revocation: the session lives on, but its data
+	// changed (Update, Extend), so that caches drop their copy.
+	ReasonUpdated       Reason = 6
+	ReasonReuseDetected Reason = 7 // a rotated-away token presented again: its successor revoked
+	ReasonAllRevoked    Reason = 8 // RevokeAll: every session created before IssuedBefore
 )
 
-// Revocation is one revocation event: sessions of one user that one call
-// revoked. It never carries a token.
+// Revocation is one event of the revocation channel: sessions of one user
+// that one call revoked (or, ReasonUpdated, changed), or the revoke-all
+// cutoff. It never carries a token.
 type Revocation struct {
-	SessionIDs []string  `json:"s"`
-	UserID     string    `json:"u"`
+	SessionIDs []string  `json:"s,omitempty"`
+	UserID     string    `json:"u,omitempty"`
 	Reason     Reason    `json:"r"`
 	At         time.Time `json:"t"`
+	// IssuedBefore is the cutoff of ReasonAllRevoked.
+	IssuedBefore time.Time `json:"ib,omitzero"`
+	// ReusedID is, for ReasonReuseDetected, the session whose rotated-away
+	// token was presented again.
+	ReusedID string `json:"ru,omitempty"`
 }
 
 // revocationChannel is the pub/sub channel of revocation events.
@@ -53,7 +64,8 @@ const pubsubCheckInterval = 2 * time.Second
 // in order, until ctx ends or the subscription breaks. It calls ready once the
 // subscription is confirmed: events committed from then on are delivered. It
 // always returns an error (ctx's, or why the subscription broke), after which
-// events may have been missed.
+// events may have been missed. A ReasonAllRevoked event raises this Store's
+// cutoff before onEvent sees it.
 func (s *Store) WatchRevocations(ctx context.Context, ready func(), onEvent func(Revocation)) error {
 	ps := s.rdb.Subscribe(ctx)
 	defer ps.Close()
@@ -90,6 +102,9 @@ func (s *Store) WatchRevocations(ctx context.Context, ready func(), onEvent func
 		case *redis.Message:
 			var r Revocation
 			if json.Unmarshal([]byte(m.Payload), &r) == nil {
+				if r.Reason == ReasonAllRevoked {
+					s.cutoff.raise(r.IssuedBefore.UnixMilli())
+				}
 				onEvent(r)
 			}
 		}

@@ -15,7 +15,7 @@ func TestRotate(t *testing.T) {
 		other := f.create(t, "user-1", 2*time.Hour, 0)
 		f.clock.Advance(30 * time.Second)
 
-		rotated, err := f.store.Rotate(ctx, old.Token)
+		rotated, err := f.store.Rotate(ctx, old.Token, Step{})
 		if err != nil {
 			t.Fatalf("Rotate: %v", err)
 		}
@@ -41,7 +41,7 @@ func TestRotate(t *testing.T) {
 		f.checkConsistent(t)
 
 		for _, tok := range []string{old.Token, "garbage", ""} {
-			if _, err := f.store.Rotate(ctx, tok); !errors.Is(err, ErrNotFound) {
+			if _, err := f.store.Rotate(ctx, tok, Step{}); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Rotate(%.10q) err = %v, want ErrNotFound", tok, err)
 			}
 		}
@@ -68,7 +68,7 @@ func TestConcurrentRotationsHaveOneWinner(t *testing.T) {
 		)
 		for range rotators {
 			wg.Go(func() {
-				r, err := f.store.Rotate(ctx, c.Token)
+				r, err := f.store.Rotate(ctx, c.Token, Step{})
 				mu.Lock()
 				defer mu.Unlock()
 				if err == nil {

@@ -19,8 +19,16 @@ type Session struct {
 	ExpiresAt   time.Time // absolute expiry
 	LastSeenAt  time.Time // last recorded validation (recorded at most once per touch interval)
 	IdleTimeout time.Duration
+	// AuthenticatedAt is when the user last proved who they are: the
+	// creation, or a rotation that reauthenticated.
+	AuthenticatedAt time.Time
+	// AuthMethods are the authentication methods completed, in order.
+	AuthMethods []string
+	// AssuranceLevel is the authenticator assurance level, 1 to 3.
+	AssuranceLevel int
 
-	touchDue bool // set by Get: see TouchDue
+	touchDue    bool   // set by Get: see TouchDue
+	rotatedFrom string // the UUID of the session this one was rotated from, if any
 }
 
 // TouchDue reports whether the validation that read the session (Get) should
@@ -61,6 +69,10 @@ const (
 	fieldExpires     = "x"
 	fieldIdleTimeout = "i"
 	fieldLastSeen    = "l"
+	fieldAuthAt      = "at" // absent: the creation time
+	fieldAuthMethods = "am" // comma-separated; absent when none
+	fieldAssurance   = "al" // absent: 1
+	fieldRotatedFrom = "rf" // the UUID of the rotated-away session; absent when none
 	attrFieldPrefix  = "a:"
 )
 
@@ -79,7 +91,15 @@ func (r *record) fields() map[string]any {
 		fieldIdleTimeout: r.IdleTimeout.Milliseconds(),
 		fieldLastSeen:    r.LastSeenAt.UnixMilli(),
 	}
-	for k, v := range map[string]string{fieldEmail: r.Email, fieldClientIP: r.ClientIP, fieldUserAgent: r.UserAgent} {
+	// The common case costs no bytes: authenticated at creation, level 1.
+	if !r.AuthenticatedAt.Equal(r.CreatedAt) {
+		f[fieldAuthAt] = r.AuthenticatedAt.UnixMilli()
+	}
+	if r.AssuranceLevel > 1 {
+		f[fieldAssurance] = r.AssuranceLevel
+	}
+	for k, v := range map[string]string{fieldEmail: r.Email, fieldClientIP: r.ClientIP, fieldUserAgent: r.UserAgent,
+		fieldAuthMethods: strings.Join(r.AuthMethods, ","), fieldRotatedFrom: r.rotatedFrom} {
 		if v != "" {
 			f[k] = v
 		}
@@ -95,8 +115,8 @@ var errCorrupt = errors.New("corrupt session record")
 // decodeRecord reads a session hash as HGETALL returns it. An empty map means
 // the key does not exist.
 func decodeRecord(id string, m map[string]string) (*record, error) {
-	r := &record{Session: Session{ID: id}}
-	var created, expires, idle, lastSeen int64
+	r := &record{Session: Session{ID: id, AssuranceLevel: 1}}
+	var created, expires, idle, lastSeen, authAt int64
 	var err error
 	for k, v := range m {
 		switch k {
@@ -118,6 +138,14 @@ func decodeRecord(id string, m map[string]string) (*record, error) {
 			idle, err = strconv.ParseInt(v, 10, 64)
 		case fieldLastSeen:
 			lastSeen, err = strconv.ParseInt(v, 10, 64)
+		case fieldAuthAt:
+			authAt, err = strconv.ParseInt(v, 10, 64)
+		case fieldAuthMethods:
+			r.AuthMethods = strings.Split(v, ",")
+		case fieldAssurance:
+			r.AssuranceLevel, err = strconv.Atoi(v)
+		case fieldRotatedFrom:
+			r.rotatedFrom = v
 		default:
 			if name, ok := strings.CutPrefix(k, attrFieldPrefix); ok {
 				if r.Attributes == nil {
@@ -137,5 +165,9 @@ func decodeRecord(id string, m map[string]string) (*record, error) {
 	r.ExpiresAt = time.UnixMilli(expires)
 	r.IdleTimeout = time.Duration(idle) * time.Millisecond
 	r.LastSeenAt = time.UnixMilli(lastSeen)
+	r.AuthenticatedAt = r.CreatedAt
+	if authAt != 0 {
+		r.AuthenticatedAt = time.UnixMilli(authAt)
+	}
 	return r, nil
 }

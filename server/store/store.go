@@ -8,9 +8,13 @@
 //	sessiond:v1:{<tag>}:u:<user_id>  sorted set: the user's index; members are
 //	                                 session UUIDs, scores the Unix millisecond at
 //	                                 which each session ends
+//	sessiond:v1:{<tag>}:r:<uuid>     hash: a rotated-away token (reuse.go),
+//	                                 kept while its successor may live
+//	sessiond:v1:cutoff               string: the revoke-all cutoff, a Unix
+//	                                 millisecond (cutoff.go); never expires
 //	sessiond:v1:revocations          pub/sub channel: one JSON message per
-//	                                 revocation (revocations.go), published in
-//	                                 the MULTI/EXEC of the write
+//	                                 revocation or change (revocations.go),
+//	                                 published in the MULTI/EXEC of the write
 //
 // where <tag> is the first 4 bytes of SHA-256(user_id) in hex. The tag is a
 // Redis Cluster hash tag, so all of a user's keys live in one slot and every
@@ -26,6 +30,11 @@
 //     with its latest member, so it never outlives the user's last session.
 //   - Every write is one MULTI/EXEC, behind WATCH where it reads first, so the
 //     sessions and the index agree whatever the interleaving of calls.
+//   - A session is live while its key exists, it has not ended (EndsAt), and
+//     it was created at or after the revoke-all cutoff (cutoff.go). Sessions
+//     cut off by RevokeAll keep their keys until they expire, and count
+//     towards the per-user cap until then (they are the oldest, so the
+//     first evicted).
 package store
 
 import (
@@ -62,6 +71,13 @@ type Config struct {
 	// MaxAttempts bounds the tries of a write that loses the WATCH race to
 	// concurrent writes for the same user; 0 means 50.
 	MaxAttempts int
+	// CutoffMaxAge is how long the revoke-all cutoff read from Redis is
+	// trusted (cutoff.go); 0 means DefaultCutoffMaxAge (1s).
+	CutoffMaxAge time.Duration
+	// RotationGrace is how long after a rotation the old token may be
+	// presented again without being taken for a stolen copy (reuse.go); 0
+	// means DefaultRotationGrace (10s), a negative value no grace.
+	RotationGrace time.Duration
 }
 
 // Store is the Redis-backed session store. It is safe for concurrent use.
@@ -72,6 +88,8 @@ type Store struct {
 	touchInterval time.Duration
 	clock         func() time.Time
 	maxAttempts   int
+	rotationGrace time.Duration
+	cutoff        cutoff
 }
 
 // New returns a store over rdb. It does no I/O.
@@ -83,6 +101,17 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 		touchInterval: cfg.TouchInterval,
 		clock:         cfg.Clock,
 		maxAttempts:   cfg.MaxAttempts,
+		rotationGrace: cfg.RotationGrace,
+	}
+	s.cutoff.base, s.cutoff.maxAge = time.Now(), cfg.CutoffMaxAge
+	if s.cutoff.maxAge <= 0 {
+		s.cutoff.maxAge = DefaultCutoffMaxAge
+	}
+	switch {
+	case s.rotationGrace == 0:
+		s.rotationGrace = DefaultRotationGrace
+	case s.rotationGrace < 0:
+		s.rotationGrace = 0
 	}
 	if s.prefix == "" {
 		s.prefix = DefaultKeyPrefix
@@ -117,6 +146,10 @@ type NewSession struct {
 	Attributes  map[string]string
 	TTL         time.Duration
 	IdleTimeout time.Duration // 0: no idle timeout
+	// AuthMethods are the methods the user logged in with; AssuranceLevel
+	// what they amount to, 1 to 3 (0 means 1).
+	AuthMethods    []string
+	AssuranceLevel int
 }
 
 // Created is the outcome of Create.
@@ -157,6 +190,10 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 			ExpiresAt:   now.Add(ns.TTL).Truncate(time.Millisecond),
 			LastSeenAt:  now,
 			IdleTimeout: ns.IdleTimeout.Truncate(time.Millisecond),
+
+			AuthenticatedAt: now,
+			AuthMethods:     ns.AuthMethods,
+			AssuranceLevel:  max(ns.AssuranceLevel, 1),
 		},
 		tokenHash: string(parsed.hash[:]),
 	}
@@ -196,7 +233,7 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 				}
 			}
 		}
-		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		return s.commit(ctx, tx, func(p redis.Pipeliner) {
 			p.HSet(ctx, sKey, fields)
 			p.PExpireAt(ctx, sKey, ends)
 			p.ZRemRangeByScore(ctx, iKey, "-inf", ms(now))
@@ -216,9 +253,7 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 			}
 			p.ZAdd(ctx, iKey, redis.Z{Score: float64(ends.UnixMilli()), Member: u.String()})
 			p.PExpireAt(ctx, iKey, time.UnixMilli(indexEnds))
-			return nil
 		})
-		return err
 	}, iKey)
 	if err != nil {
 		return nil, err
@@ -232,30 +267,41 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 
 // Get returns the live session the token belongs to, with one Redis round
 // trip. A token that is malformed (no round trip), unknown, expired or revoked
-// gives ErrNotFound. The session's TouchDue says whether this validation
-// should be recorded with Touch.
+// gives ErrNotFound; a token that Rotate replaced gives ErrNotFound too, and
+// presented after the rotation grace a *ReuseError (which is ErrNotFound)
+// once its successor is revoked (reuse.go). The session's TouchDue says
+// whether this validation should be recorded with Touch.
 func (s *Store) Get(ctx context.Context, token string) (*Session, error) {
 	pt, ok := parseToken(token)
 	if !ok {
 		return nil, ErrNotFound
+	}
+	if err := s.ensureCutoff(ctx); err != nil {
+		return nil, err
 	}
 	m, err := s.rdb.HGetAll(ctx, s.sessionKey(pt.id.tag, pt.id.uuid.String())).Result()
 	if err != nil {
 		return nil, wrapErr(ctx, "get", err)
 	}
 	if len(m) == 0 {
-		return nil, ErrNotFound
+		return nil, s.checkReuse(ctx, pt)
 	}
 	rec, err := decodeRecord(pt.id.String(), m)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", pt.id, err)
 	}
 	now := s.now()
-	if !pt.matches(rec.tokenHash) || !rec.ActiveAt(now) {
+	if !pt.matches(rec.tokenHash) || !s.alive(rec, now) {
 		return nil, ErrNotFound
 	}
 	rec.touchDue = !now.Before(rec.LastSeenAt.Add(s.touchInterval))
 	return &rec.Session, nil
+}
+
+// alive reports whether the session of rec is live at now: it has not ended
+// and the revoke-all cutoff does not exclude it.
+func (s *Store) alive(rec *record, now time.Time) bool {
+	return rec.ActiveAt(now) && !s.cutoff.excludes(rec.CreatedAt)
 }
 
 // Touch records a validation of sess now: it sets last_seen_at and slides the
@@ -285,7 +331,7 @@ func (s *Store) Touch(ctx context.Context, sess *Session) (*Session, error) {
 		if err != nil {
 			return err
 		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		err = s.commit(ctx, tx, func(p redis.Pipeliner) {
 			p.HSet(ctx, sKey, fieldLastSeen, now.UnixMilli())
 			p.ZRemRangeByScore(ctx, iKey, "-inf", ms(now))
 			if sess.IdleTimeout > 0 {
@@ -293,7 +339,6 @@ func (s *Store) Touch(ctx context.Context, sess *Session) (*Session, error) {
 				p.ZAddArgs(ctx, iKey, redis.ZAddArgs{XX: true, GT: true, Members: []redis.Z{{Score: float64(ends.UnixMilli()), Member: member}}})
 				p.Do(ctx, "PEXPIREAT", iKey, ends.UnixMilli(), "GT")
 			}
-			return nil
 		})
 		touched = err == nil
 		return err
@@ -315,7 +360,10 @@ func (s *Store) RevokeToken(ctx context.Context, token string) (*Revocation, err
 	if !ok {
 		return nil, nil
 	}
-	return s.revoke(ctx, pt.id, pt.matches, ReasonLogout)
+	if err := s.ensureCutoff(ctx); err != nil {
+		return nil, err
+	}
+	return s.revoke(ctx, pt.id, pt.matches, ReasonLogout, "")
 }
 
 // Revoke ends the session with this id, and returns the event it published;
@@ -326,23 +374,33 @@ func (s *Store) Revoke(ctx context.Context, sessionID string) (*Revocation, erro
 	if err != nil {
 		return nil, err
 	}
-	return s.revoke(ctx, id, nil, ReasonRevoked)
+	if err := s.ensureCutoff(ctx); err != nil {
+		return nil, err
+	}
+	return s.revoke(ctx, id, nil, ReasonRevoked, "")
 }
 
-func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(string) bool, reason Reason) (*Revocation, error) {
+// revoke ends the session id, if it is live and its token hash satisfies
+// tokenMatches (nil: any), publishing reason (and reusedID, for
+// ReasonReuseDetected).
+func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(string) bool, reason Reason, reusedID string) (*Revocation, error) {
 	member := id.uuid.String()
 	sKey := s.sessionKey(id.tag, member)
 	var revoked *Revocation
 	err := s.watch(ctx, "revoke", func(tx *redis.Tx) error {
 		revoked = nil
-		vals, err := tx.HMGet(ctx, sKey, fieldTokenHash, fieldUserID).Result()
+		vals, err := tx.HMGet(ctx, sKey, fieldTokenHash, fieldUserID, fieldCreated).Result()
 		if err != nil {
 			return err
 		}
 		hash, _ := vals[0].(string)
 		userID, _ := vals[1].(string)
+		created, _ := vals[2].(string)
 		if hash == "" || userID == "" || (tokenMatches != nil && !tokenMatches(hash)) {
 			return nil
+		}
+		if c, err := strconv.ParseInt(created, 10, 64); err == nil && s.cutoff.excludes(time.UnixMilli(c)) {
+			return nil // revoked already, by RevokeAll; its key expires in its time
 		}
 		iKey := s.indexKey(id.tag, userID)
 		if err := tx.Watch(ctx, iKey).Err(); err != nil {
@@ -360,18 +418,17 @@ func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(stri
 				indexEnds = int64(z.Score)
 			}
 		}
-		event := Revocation{SessionIDs: []string{id.String()}, UserID: userID, Reason: reason, At: now}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		event := Revocation{SessionIDs: []string{id.String()}, UserID: userID, Reason: reason, At: now, ReusedID: reusedID}
+		err = s.commit(ctx, tx, func(p redis.Pipeliner) {
 			p.Del(ctx, sKey)
 			s.publishRevocation(ctx, p, event)
 			if indexEnds == 0 {
 				p.Del(ctx, iKey)
-				return nil
+				return
 			}
 			p.ZRem(ctx, iKey, member)
 			p.ZRemRangeByScore(ctx, iKey, "-inf", ms(now))
 			p.PExpireAt(ctx, iKey, time.UnixMilli(indexEnds))
-			return nil
 		})
 		if err == nil {
 			revoked = &event
@@ -401,6 +458,9 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (*Revoc
 		}
 		keep = id.uuid.String()
 	}
+	if err := s.ensureCutoff(ctx); err != nil {
+		return nil, err
+	}
 	iKey := s.indexKey(t, userID)
 	var event *Revocation
 	err := s.watch(ctx, "revoke user", func(tx *redis.Tx) error {
@@ -410,12 +470,16 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (*Revoc
 			return err
 		}
 		now := s.now()
+		cutOff, err := s.cutOffMembers(ctx, tx, t, all, now)
+		if err != nil {
+			return err
+		}
 		var keys, revoked []string
 		var members []any
 		var keepEnds int64
 		for _, z := range all {
 			m := memberString(z.Member)
-			live := int64(z.Score) > now.UnixMilli()
+			live := int64(z.Score) > now.UnixMilli() && !cutOff[m]
 			if m == keep && live {
 				keepEnds = int64(z.Score)
 				continue
@@ -430,18 +494,17 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (*Revoc
 			return nil
 		}
 		ev := Revocation{SessionIDs: revoked, UserID: userID, Reason: ReasonUserRevoked, At: now}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		err = s.commit(ctx, tx, func(p redis.Pipeliner) {
 			p.Del(ctx, keys...)
 			if len(revoked) > 0 {
 				s.publishRevocation(ctx, p, ev)
 			}
 			if keepEnds == 0 {
 				p.Del(ctx, iKey)
-				return nil
+				return
 			}
 			p.ZRem(ctx, iKey, members...)
 			p.PExpireAt(ctx, iKey, time.UnixMilli(keepEnds))
-			return nil
 		})
 		if err == nil && len(revoked) > 0 {
 			event = &ev
@@ -452,6 +515,41 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (*Revoc
 		return nil, err
 	}
 	return event, nil
+}
+
+// cutOffMembers returns the members of index that have not ended by now but
+// were created before the revoke-all cutoff (so are no longer live), reading
+// their creation times in one round trip; nil, without a read, when no
+// cutoff is set.
+func (s *Store) cutOffMembers(ctx context.Context, tx *redis.Tx, t tag, index []redis.Z, now time.Time) (map[string]bool, error) {
+	if s.cutoff.at.Load() == 0 {
+		return nil, nil
+	}
+	var members []string
+	for _, z := range index {
+		if int64(z.Score) > now.UnixMilli() {
+			members = append(members, memberString(z.Member))
+		}
+	}
+	if len(members) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.StringCmd, len(members))
+	if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range members {
+			cmds[i] = p.HGet(ctx, s.sessionKey(t, m), fieldCreated)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for i, cmd := range cmds {
+		if c, err := strconv.ParseInt(cmd.Val(), 10, 64); err == nil && s.cutoff.excludes(time.UnixMilli(c)) {
+			out[members[i]] = true
+		}
+	}
+	return out, nil
 }
 
 // ListUser returns up to limit of the user's live sessions, newest first,
@@ -467,6 +565,9 @@ func (s *Store) ListUser(ctx context.Context, userID string, limit int, cursor s
 			return nil, "", ErrMalformedCursor
 		}
 		before = id.uuid.String()
+	}
+	if err := s.ensureCutoff(ctx); err != nil {
+		return nil, "", err
 	}
 	now := s.now()
 	members, err := s.rdb.ZRangeByScore(ctx, s.indexKey(t, userID), &redis.ZRangeBy{Min: "(" + ms(now), Max: "+inf"}).Result()
@@ -506,19 +607,28 @@ func (s *Store) ListUser(ctx context.Context, userID string, limit int, cursor s
 		if err != nil {
 			return nil, "", fmt.Errorf("list %s: %w", formatID(t, members[i]), err)
 		}
-		if rec.UserID == userID && rec.ActiveAt(now) {
+		if rec.UserID == userID && s.alive(rec, now) {
 			sessions = append(sessions, &rec.Session)
 		}
 	}
 	return sessions, next, nil
 }
 
-// Ping checks that Redis answers. On a Cluster it pings every master and
-// succeeds if any answers: one lost master makes its users fail (with
-// Unavailable) until its replica takes over, but the process can still serve
-// the rest, and every sessiond replica is affected alike, so readiness must
-// not flap with whichever node a single ping happened to reach.
+// Ping checks that Redis answers and that the revoke-all cutoff can be read
+// (which refreshes it): without it, nothing validates. On a Cluster it pings
+// every master and succeeds if any answers (and the cutoff's master does):
+// one lost master makes its users fail (with Unavailable) until its replica
+// takes over, but the process can still serve the rest, and every sessiond
+// replica is affected alike, so readiness must not flap with whichever node
+// a single ping happened to reach.
 func (s *Store) Ping(ctx context.Context) error {
+	if err := s.ping(ctx); err != nil {
+		return err
+	}
+	return s.RefreshCutoff(ctx)
+}
+
+func (s *Store) ping(ctx context.Context) error {
 	cc, ok := s.rdb.(*redis.ClusterClient)
 	if !ok {
 		return wrapErr(ctx, "ping", s.rdb.Ping(ctx).Err())
@@ -561,6 +671,16 @@ func cmpMember[T any](a, b T) int {
 		return 1
 	}
 	return 0
+}
+
+// commit runs the writes fn queues as one MULTI/EXEC on tx's connection:
+// every write of the store goes through it.
+func (s *Store) commit(ctx context.Context, tx *redis.Tx, fn func(p redis.Pipeliner)) error {
+	_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		fn(p)
+		return nil
+	})
+	return err
 }
 
 // watch runs fn under WATCH keys, retrying with jittered backoff while it

@@ -17,10 +17,15 @@
 //   - UNAVAILABLE: Redis is unreachable or did not answer in time. sessiond
 //     fails closed: while Redis is unavailable, no token validates. Retry
 //     with backoff.
+//   - NOT_FOUND: an operator's RPC (GetSession, ExtendSession, UpdateSession
+//     by session_id) named a session that is not live.
 //   - PERMISSION_DENIED: the caller (identified by its client certificate or
 //     API key) may not call this RPC under sessiond's policy. UNAUTHENTICATED
 //     is also the answer when the policy needs an identity and the caller
-//     presented none, or a wrong API key.
+//     presented none, or a wrong API key. ValidateSession also answers
+//     PERMISSION_DENIED, with a google.rpc.ErrorInfo detail, for a live
+//     session that falls short of the request's min_assurance_level or
+//     max_auth_age (the session stays live).
 //   - RESOURCE_EXHAUSTED: the caller is over a rate limit (CreateSession
 //     calls per caller; or failed validations, rotations and revocations by
 //     token, per caller and per end user: then only failures are refused, a
@@ -69,6 +74,16 @@ const (
 	RevocationEvent_REASON_EVICTED RevocationEvent_Reason = 4
 	// RotateSession replaced the session by a new one.
 	RevocationEvent_REASON_ROTATED RevocationEvent_Reason = 5
+	// Not a revocation: the session is still live, but its data changed
+	// (UpdateSession, ExtendSession). Drop any cached copy.
+	RevocationEvent_REASON_UPDATED RevocationEvent_Reason = 6
+	// A token that RotateSession had replaced was presented again after the
+	// rotation grace: the sessions in session_ids, rotated from the one in
+	// reused_session_id, were revoked as possibly stolen.
+	RevocationEvent_REASON_REUSE_DETECTED RevocationEvent_Reason = 7
+	// RevokeAllSessions: every session created before issued_before is
+	// revoked, whoever its user; session_ids and user_id are empty.
+	RevocationEvent_REASON_ALL_REVOKED RevocationEvent_Reason = 8
 )
 
 // Enum value maps for RevocationEvent_Reason.
@@ -80,14 +95,20 @@ var (
 		3: "REASON_USER_REVOKED",
 		4: "REASON_EVICTED",
 		5: "REASON_ROTATED",
+		6: "REASON_UPDATED",
+		7: "REASON_REUSE_DETECTED",
+		8: "REASON_ALL_REVOKED",
 	}
 	RevocationEvent_Reason_value = map[string]int32{
-		"REASON_UNSPECIFIED":  0,
-		"REASON_LOGOUT":       1,
-		"REASON_REVOKED":      2,
-		"REASON_USER_REVOKED": 3,
-		"REASON_EVICTED":      4,
-		"REASON_ROTATED":      5,
+		"REASON_UNSPECIFIED":    0,
+		"REASON_LOGOUT":         1,
+		"REASON_REVOKED":        2,
+		"REASON_USER_REVOKED":   3,
+		"REASON_EVICTED":        4,
+		"REASON_ROTATED":        5,
+		"REASON_UPDATED":        6,
+		"REASON_REUSE_DETECTED": 7,
+		"REASON_ALL_REVOKED":    8,
 	}
 )
 
@@ -118,13 +139,24 @@ func (RevocationEvent_Reason) EnumDescriptor() ([]byte, []int) {
 	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{3, 0}
 }
 
-// RotateSessionRequest names the session to rotate.
+// RotateSessionRequest names the session to rotate, and what its new
+// session proves about the user.
 type RotateSessionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. The session's current token. At most 1024 bytes.
-	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// Optional. The new session's assurance level, 1 to 3 (see
+	// Session.assurance_level); 0 keeps the old session's.
+	AssuranceLevel int32 `protobuf:"varint,2,opt,name=assurance_level,json=assuranceLevel,proto3" json:"assurance_level,omitempty"`
+	// Optional. Authentication methods the user has just completed, added to
+	// the session's auth_methods (duplicates are dropped). The same limits as
+	// CreateSessionRequest.auth_methods apply to the result.
+	AddAuthMethods []string `protobuf:"bytes,3,rep,name=add_auth_methods,json=addAuthMethods,proto3" json:"add_auth_methods,omitempty"`
+	// The user has just authenticated again: the new session's
+	// authenticated_at is now.
+	Reauthenticated bool `protobuf:"varint,4,opt,name=reauthenticated,proto3" json:"reauthenticated,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RotateSessionRequest) Reset() {
@@ -162,6 +194,27 @@ func (x *RotateSessionRequest) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *RotateSessionRequest) GetAssuranceLevel() int32 {
+	if x != nil {
+		return x.AssuranceLevel
+	}
+	return 0
+}
+
+func (x *RotateSessionRequest) GetAddAuthMethods() []string {
+	if x != nil {
+		return x.AddAuthMethods
+	}
+	return nil
+}
+
+func (x *RotateSessionRequest) GetReauthenticated() bool {
+	if x != nil {
+		return x.Reauthenticated
+	}
+	return false
 }
 
 // RotateSessionResponse carries the new token and session.
@@ -268,9 +321,15 @@ type RevocationEvent struct {
 	Reason RevocationEvent_Reason `protobuf:"varint,3,opt,name=reason,proto3,enum=sessionauth.v1.RevocationEvent_Reason" json:"reason,omitempty"`
 	// When the revocation was committed, by the clock of the sessiond that
 	// made it.
-	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// REASON_ALL_REVOKED: every session whose created_at is before this time
+	// is revoked.
+	IssuedBefore *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_before,json=issuedBefore,proto3" json:"issued_before,omitempty"`
+	// REASON_REUSE_DETECTED: the session whose rotated-away token was
+	// presented again.
+	ReusedSessionId string `protobuf:"bytes,6,opt,name=reused_session_id,json=reusedSessionId,proto3" json:"reused_session_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RevocationEvent) Reset() {
@@ -331,6 +390,20 @@ func (x *RevocationEvent) GetRevokedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *RevocationEvent) GetIssuedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedBefore
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetReusedSessionId() string {
+	if x != nil {
+		return x.ReusedSessionId
+	}
+	return ""
+}
+
 // Session is what sessiond knows about one session. It never contains the
 // token: everything here is safe to log and to show to the session's user.
 type Session struct {
@@ -361,11 +434,22 @@ type Session struct {
 	ClientIp string `protobuf:"bytes,8,opt,name=client_ip,json=clientIp,proto3" json:"client_ip,omitempty"`
 	// The user agent given to CreateSession; may be empty.
 	UserAgent string `protobuf:"bytes,9,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
-	// The attributes given to CreateSession (for example a tenant or the
-	// authentication method), returned unchanged.
-	Attributes    map[string]string `protobuf:"bytes,10,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The attributes given to CreateSession (for example a tenant), as
+	// UpdateSession last changed them.
+	Attributes map[string]string `protobuf:"bytes,10,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// When the user last proved who they are: the session's creation, or the
+	// last RotateSession with reauthenticated.
+	AuthenticatedAt *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=authenticated_at,json=authenticatedAt,proto3" json:"authenticated_at,omitempty"`
+	// The authentication methods the user has completed for this session
+	// (for example "password", "totp", "webauthn"), in the order given.
+	AuthMethods []string `protobuf:"bytes,12,rep,name=auth_methods,json=authMethods,proto3" json:"auth_methods,omitempty"`
+	// The authenticator assurance level the login reached, 1 to 3, as NIST
+	// SP 800-63B defines AAL1 (one factor), AAL2 (two factors) and AAL3 (a
+	// hardware-bound, phishing-resistant authenticator). sessiond does not
+	// judge the methods: the login backend says what they amount to.
+	AssuranceLevel int32 `protobuf:"varint,13,opt,name=assurance_level,json=assuranceLevel,proto3" json:"assurance_level,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -468,6 +552,27 @@ func (x *Session) GetAttributes() map[string]string {
 	return nil
 }
 
+func (x *Session) GetAuthenticatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AuthenticatedAt
+	}
+	return nil
+}
+
+func (x *Session) GetAuthMethods() []string {
+	if x != nil {
+		return x.AuthMethods
+	}
+	return nil
+}
+
+func (x *Session) GetAssuranceLevel() int32 {
+	if x != nil {
+		return x.AssuranceLevel
+	}
+	return 0
+}
+
 // CreateSessionRequest describes the session to start. Limits are in bytes
 // of UTF-8; a field over its limit is rejected with INVALID_ARGUMENT, never
 // truncated.
@@ -501,9 +606,17 @@ type CreateSessionRequest struct {
 	// configured; the server may be configured with no idle timeout). Otherwise
 	// at least 1s and at most the server maximum ttl; negative is rejected. An
 	// idle timeout longer than the ttl has no effect.
-	IdleTimeout   *durationpb.Duration `protobuf:"bytes,7,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	IdleTimeout *durationpb.Duration `protobuf:"bytes,7,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	// Optional. The authentication methods the user completed to log in (for
+	// example "password", "totp", "webauthn"). At most 16 entries of 1 to 64
+	// bytes of ASCII letters, digits, '.', '_', ':' or '-'; duplicates are
+	// dropped.
+	AuthMethods []string `protobuf:"bytes,8,rep,name=auth_methods,json=authMethods,proto3" json:"auth_methods,omitempty"`
+	// Optional. The assurance level the login reached, 1 to 3 (see
+	// Session.assurance_level). Unset or zero: 1.
+	AssuranceLevel int32 `protobuf:"varint,9,opt,name=assurance_level,json=assuranceLevel,proto3" json:"assurance_level,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateSessionRequest) Reset() {
@@ -585,6 +698,20 @@ func (x *CreateSessionRequest) GetIdleTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *CreateSessionRequest) GetAuthMethods() []string {
+	if x != nil {
+		return x.AuthMethods
+	}
+	return nil
+}
+
+func (x *CreateSessionRequest) GetAssuranceLevel() int32 {
+	if x != nil {
+		return x.AssuranceLevel
+	}
+	return 0
+}
+
 // CreateSessionResponse carries the new session and its bearer token.
 type CreateSessionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -650,7 +777,16 @@ type ValidateSessionRequest struct {
 	// (without a "Bearer " prefix). More than 1024 bytes is rejected with
 	// INVALID_ARGUMENT; anything else that is not a live session's token gives
 	// UNAUTHENTICATED.
-	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// Optional. The lowest assurance level the caller accepts, 0 to 3 (0: any).
+	// A live session below it is answered PERMISSION_DENIED with the reason
+	// ASSURANCE_LEVEL_TOO_LOW.
+	MinAssuranceLevel int32 `protobuf:"varint,2,opt,name=min_assurance_level,json=minAssuranceLevel,proto3" json:"min_assurance_level,omitempty"`
+	// Optional. How long ago the user may have last authenticated
+	// (authenticated_at); unset or zero: any time. A live session that
+	// authenticated longer ago is answered PERMISSION_DENIED with the reason
+	// REAUTHENTICATION_REQUIRED. Negative is INVALID_ARGUMENT.
+	MaxAuthAge    *durationpb.Duration `protobuf:"bytes,3,opt,name=max_auth_age,json=maxAuthAge,proto3" json:"max_auth_age,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -690,6 +826,20 @@ func (x *ValidateSessionRequest) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *ValidateSessionRequest) GetMinAssuranceLevel() int32 {
+	if x != nil {
+		return x.MinAssuranceLevel
+	}
+	return 0
+}
+
+func (x *ValidateSessionRequest) GetMaxAuthAge() *durationpb.Duration {
+	if x != nil {
+		return x.MaxAuthAge
+	}
+	return nil
 }
 
 // ValidateSessionResponse carries the live session the token belongs to.
@@ -1102,31 +1252,598 @@ func (x *RevokeUserSessionsResponse) GetRevokedCount() int32 {
 	return 0
 }
 
+// UpdateSessionRequest names a live session and the changes to its
+// attributes.
+type UpdateSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: exactly one of token or session_id.
+	//
+	// Types that are valid to be assigned to Target:
+	//
+	//	*UpdateSessionRequest_Token
+	//	*UpdateSessionRequest_SessionId
+	Target isUpdateSessionRequest_Target `protobuf_oneof:"target"`
+	// Attributes to set (added or replaced), with CreateSession's limits per
+	// key and value.
+	SetAttributes map[string]string `protobuf:"bytes,3,rep,name=set_attributes,json=setAttributes,proto3" json:"set_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Attribute keys to remove; a key the session does not have is ignored.
+	// At most 32 keys.
+	RemoveAttributes []string `protobuf:"bytes,4,rep,name=remove_attributes,json=removeAttributes,proto3" json:"remove_attributes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *UpdateSessionRequest) Reset() {
+	*x = UpdateSessionRequest{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSessionRequest) ProtoMessage() {}
+
+func (x *UpdateSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSessionRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSessionRequest) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UpdateSessionRequest) GetTarget() isUpdateSessionRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *UpdateSessionRequest) GetToken() string {
+	if x != nil {
+		if x, ok := x.Target.(*UpdateSessionRequest_Token); ok {
+			return x.Token
+		}
+	}
+	return ""
+}
+
+func (x *UpdateSessionRequest) GetSessionId() string {
+	if x != nil {
+		if x, ok := x.Target.(*UpdateSessionRequest_SessionId); ok {
+			return x.SessionId
+		}
+	}
+	return ""
+}
+
+func (x *UpdateSessionRequest) GetSetAttributes() map[string]string {
+	if x != nil {
+		return x.SetAttributes
+	}
+	return nil
+}
+
+func (x *UpdateSessionRequest) GetRemoveAttributes() []string {
+	if x != nil {
+		return x.RemoveAttributes
+	}
+	return nil
+}
+
+type isUpdateSessionRequest_Target interface {
+	isUpdateSessionRequest_Target()
+}
+
+type UpdateSessionRequest_Token struct {
+	// The session's token (the session's own user agent). At most 1024
+	// bytes.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3,oneof"`
+}
+
+type UpdateSessionRequest_SessionId struct {
+	// The session's public id (an operator or a backend).
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3,oneof"`
+}
+
+func (*UpdateSessionRequest_Token) isUpdateSessionRequest_Target() {}
+
+func (*UpdateSessionRequest_SessionId) isUpdateSessionRequest_Target() {}
+
+// UpdateSessionResponse carries the session as updated.
+type UpdateSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session with its new attributes.
+	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSessionResponse) Reset() {
+	*x = UpdateSessionResponse{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSessionResponse) ProtoMessage() {}
+
+func (x *UpdateSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSessionResponse.ProtoReflect.Descriptor instead.
+func (*UpdateSessionResponse) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UpdateSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// GetSessionRequest names the session to look up.
+type GetSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The session's public id.
+	SessionId     string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSessionRequest) Reset() {
+	*x = GetSessionRequest{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSessionRequest) ProtoMessage() {}
+
+func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
+func (*GetSessionRequest) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// GetSessionResponse carries the live session.
+type GetSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session.
+	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSessionResponse) Reset() {
+	*x = GetSessionResponse{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSessionResponse) ProtoMessage() {}
+
+func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
+func (*GetSessionResponse) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// ExtendSessionRequest names the session to extend and its new lifetime.
+type ExtendSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The session's public id.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The new absolute lifetime, from now. Unset or zero: the server default
+	// (flag --default-ttl). At least 1s and at most the server maximum (flag
+	// --max-ttl); out of range is rejected, not clamped.
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtendSessionRequest) Reset() {
+	*x = ExtendSessionRequest{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendSessionRequest) ProtoMessage() {}
+
+func (x *ExtendSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendSessionRequest.ProtoReflect.Descriptor instead.
+func (*ExtendSessionRequest) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ExtendSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *ExtendSessionRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+// ExtendSessionResponse carries the session with its new expiry.
+type ExtendSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session.
+	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtendSessionResponse) Reset() {
+	*x = ExtendSessionResponse{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtendSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtendSessionResponse) ProtoMessage() {}
+
+func (x *ExtendSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtendSessionResponse.ProtoReflect.Descriptor instead.
+func (*ExtendSessionResponse) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ExtendSessionResponse) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// ListSessionsRequest asks for one page of every user's live sessions.
+type ListSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Maximum number of sessions in the page. Unset or zero: 50. At most 200;
+	// negative or larger is rejected.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Empty for the first page; otherwise the next_page_token of the previous
+	// response, unchanged.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsRequest) Reset() {
+	*x = ListSessionsRequest{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsRequest) ProtoMessage() {}
+
+func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListSessionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListSessionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListSessionsResponse is one page of live sessions.
+type ListSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sessions of this page, in no particular order; possibly fewer than
+	// page_size, or none, on any page.
+	Sessions []*Session `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	// Pass it as page_token to get the next page; empty when the walk is
+	// done.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSessionsResponse) Reset() {
+	*x = ListSessionsResponse{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSessionsResponse) ProtoMessage() {}
+
+func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListSessionsResponse) GetSessions() []*Session {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *ListSessionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// RevokeAllSessionsRequest sets the cutoff before which every session is
+// revoked.
+type RevokeAllSessionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sessions created before this time are revoked. Unset: now, by the clock
+	// of the sessiond that receives the call. It must not be in the future.
+	IssuedBefore  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=issued_before,json=issuedBefore,proto3" json:"issued_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAllSessionsRequest) Reset() {
+	*x = RevokeAllSessionsRequest{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAllSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAllSessionsRequest) ProtoMessage() {}
+
+func (x *RevokeAllSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAllSessionsRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAllSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RevokeAllSessionsRequest) GetIssuedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedBefore
+	}
+	return nil
+}
+
+// RevokeAllSessionsResponse confirms the cutoff.
+type RevokeAllSessionsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cutoff in force after this call: issued_before, or a later one set
+	// before.
+	IssuedBefore  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=issued_before,json=issuedBefore,proto3" json:"issued_before,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAllSessionsResponse) Reset() {
+	*x = RevokeAllSessionsResponse{}
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAllSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAllSessionsResponse) ProtoMessage() {}
+
+func (x *RevokeAllSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sessionauth_v1_session_authority_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAllSessionsResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAllSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_sessionauth_v1_session_authority_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RevokeAllSessionsResponse) GetIssuedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.IssuedBefore
+	}
+	return nil
+}
+
 var File_sessionauth_v1_session_authority_proto protoreflect.FileDescriptor
 
 const file_sessionauth_v1_session_authority_proto_rawDesc = "" +
 	"\n" +
-	"&sessionauth/v1/session_authority.proto\x12\x0esessionauth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\",\n" +
+	"&sessionauth/v1/session_authority.proto\x12\x0esessionauth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n" +
 	"\x14RotateSessionRequest\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"`\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12'\n" +
+	"\x0fassurance_level\x18\x02 \x01(\x05R\x0eassuranceLevel\x12(\n" +
+	"\x10add_auth_methods\x18\x03 \x03(\tR\x0eaddAuthMethods\x12(\n" +
+	"\x0freauthenticated\x18\x04 \x01(\bR\x0freauthenticated\"`\n" +
 	"\x15RotateSessionResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x121\n" +
 	"\asession\x18\x02 \x01(\v2\x17.sessionauth.v1.SessionR\asession\"\x19\n" +
-	"\x17WatchRevocationsRequest\"\xd1\x02\n" +
+	"\x17WatchRevocationsRequest\"\x85\x04\n" +
 	"\x0fRevocationEvent\x12\x1f\n" +
 	"\vsession_ids\x18\x01 \x03(\tR\n" +
 	"sessionIds\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12>\n" +
 	"\x06reason\x18\x03 \x01(\x0e2&.sessionauth.v1.RevocationEvent.ReasonR\x06reason\x129\n" +
 	"\n" +
-	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x88\x01\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12?\n" +
+	"\rissued_before\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\fissuedBefore\x12*\n" +
+	"\x11reused_session_id\x18\x06 \x01(\tR\x0freusedSessionId\"\xcf\x01\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rREASON_LOGOUT\x10\x01\x12\x12\n" +
 	"\x0eREASON_REVOKED\x10\x02\x12\x17\n" +
 	"\x13REASON_USER_REVOKED\x10\x03\x12\x12\n" +
 	"\x0eREASON_EVICTED\x10\x04\x12\x12\n" +
-	"\x0eREASON_ROTATED\x10\x05\"\x93\x04\n" +
+	"\x0eREASON_ROTATED\x10\x05\x12\x12\n" +
+	"\x0eREASON_UPDATED\x10\x06\x12\x19\n" +
+	"\x15REASON_REUSE_DETECTED\x10\a\x12\x16\n" +
+	"\x12REASON_ALL_REVOKED\x10\b\"\xa6\x05\n" +
 	"\aSession\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
@@ -1145,10 +1862,13 @@ const file_sessionauth_v1_session_authority_proto_rawDesc = "" +
 	"\n" +
 	"attributes\x18\n" +
 	" \x03(\v2'.sessionauth.v1.Session.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x12E\n" +
+	"\x10authenticated_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x0fauthenticatedAt\x12!\n" +
+	"\fauth_methods\x18\f \x03(\tR\vauthMethods\x12'\n" +
+	"\x0fassurance_level\x18\r \x01(\x05R\x0eassuranceLevel\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x81\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcd\x03\n" +
 	"\x14CreateSessionRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
 	"\x05email\x18\x02 \x01(\tR\x05email\x12\x1b\n" +
@@ -1159,15 +1879,20 @@ const file_sessionauth_v1_session_authority_proto_rawDesc = "" +
 	"attributes\x18\x05 \x03(\v24.sessionauth.v1.CreateSessionRequest.AttributesEntryR\n" +
 	"attributes\x12+\n" +
 	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12<\n" +
-	"\fidle_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x1a=\n" +
+	"\fidle_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12!\n" +
+	"\fauth_methods\x18\b \x03(\tR\vauthMethods\x12'\n" +
+	"\x0fassurance_level\x18\t \x01(\x05R\x0eassuranceLevel\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
 	"\x15CreateSessionResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x121\n" +
-	"\asession\x18\x02 \x01(\v2\x17.sessionauth.v1.SessionR\asession\".\n" +
+	"\asession\x18\x02 \x01(\v2\x17.sessionauth.v1.SessionR\asession\"\x9b\x01\n" +
 	"\x16ValidateSessionRequest\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"L\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12.\n" +
+	"\x13min_assurance_level\x18\x02 \x01(\x05R\x11minAssuranceLevel\x12;\n" +
+	"\fmax_auth_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"maxAuthAge\"L\n" +
 	"\x17ValidateSessionResponse\x121\n" +
 	"\asession\x18\x01 \x01(\v2\x17.sessionauth.v1.SessionR\asession\"Y\n" +
 	"\x14RevokeSessionRequest\x12\x16\n" +
@@ -1189,14 +1914,54 @@ const file_sessionauth_v1_session_authority_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12*\n" +
 	"\x11except_session_id\x18\x02 \x01(\tR\x0fexceptSessionId\"A\n" +
 	"\x1aRevokeUserSessionsResponse\x12#\n" +
-	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount2\xc4\x05\n" +
+	"\rrevoked_count\x18\x01 \x01(\x05R\frevokedCount\"\xa8\x02\n" +
+	"\x14UpdateSessionRequest\x12\x16\n" +
+	"\x05token\x18\x01 \x01(\tH\x00R\x05token\x12\x1f\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tH\x00R\tsessionId\x12^\n" +
+	"\x0eset_attributes\x18\x03 \x03(\v27.sessionauth.v1.UpdateSessionRequest.SetAttributesEntryR\rsetAttributes\x12+\n" +
+	"\x11remove_attributes\x18\x04 \x03(\tR\x10removeAttributes\x1a@\n" +
+	"\x12SetAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\b\n" +
+	"\x06target\"J\n" +
+	"\x15UpdateSessionResponse\x121\n" +
+	"\asession\x18\x01 \x01(\v2\x17.sessionauth.v1.SessionR\asession\"2\n" +
+	"\x11GetSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"G\n" +
+	"\x12GetSessionResponse\x121\n" +
+	"\asession\x18\x01 \x01(\v2\x17.sessionauth.v1.SessionR\asession\"b\n" +
+	"\x14ExtendSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"J\n" +
+	"\x15ExtendSessionResponse\x121\n" +
+	"\asession\x18\x01 \x01(\v2\x17.sessionauth.v1.SessionR\asession\"Q\n" +
+	"\x13ListSessionsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"s\n" +
+	"\x14ListSessionsResponse\x123\n" +
+	"\bsessions\x18\x01 \x03(\v2\x17.sessionauth.v1.SessionR\bsessions\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"[\n" +
+	"\x18RevokeAllSessionsRequest\x12?\n" +
+	"\rissued_before\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fissuedBefore\"\\\n" +
+	"\x19RevokeAllSessionsResponse\x12?\n" +
+	"\rissued_before\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fissuedBefore2\x9a\t\n" +
 	"\x10SessionAuthority\x12\\\n" +
 	"\rCreateSession\x12$.sessionauth.v1.CreateSessionRequest\x1a%.sessionauth.v1.CreateSessionResponse\x12b\n" +
 	"\x0fValidateSession\x12&.sessionauth.v1.ValidateSessionRequest\x1a'.sessionauth.v1.ValidateSessionResponse\x12\\\n" +
 	"\rRevokeSession\x12$.sessionauth.v1.RevokeSessionRequest\x1a%.sessionauth.v1.RevokeSessionResponse\x12e\n" +
 	"\x10ListUserSessions\x12'.sessionauth.v1.ListUserSessionsRequest\x1a(.sessionauth.v1.ListUserSessionsResponse\x12k\n" +
 	"\x12RevokeUserSessions\x12).sessionauth.v1.RevokeUserSessionsRequest\x1a*.sessionauth.v1.RevokeUserSessionsResponse\x12\\\n" +
-	"\rRotateSession\x12$.sessionauth.v1.RotateSessionRequest\x1a%.sessionauth.v1.RotateSessionResponse\x12^\n" +
+	"\rRotateSession\x12$.sessionauth.v1.RotateSessionRequest\x1a%.sessionauth.v1.RotateSessionResponse\x12\\\n" +
+	"\rUpdateSession\x12$.sessionauth.v1.UpdateSessionRequest\x1a%.sessionauth.v1.UpdateSessionResponse\x12S\n" +
+	"\n" +
+	"GetSession\x12!.sessionauth.v1.GetSessionRequest\x1a\".sessionauth.v1.GetSessionResponse\x12\\\n" +
+	"\rExtendSession\x12$.sessionauth.v1.ExtendSessionRequest\x1a%.sessionauth.v1.ExtendSessionResponse\x12Y\n" +
+	"\fListSessions\x12#.sessionauth.v1.ListSessionsRequest\x1a$.sessionauth.v1.ListSessionsResponse\x12h\n" +
+	"\x11RevokeAllSessions\x12(.sessionauth.v1.RevokeAllSessionsRequest\x1a).sessionauth.v1.RevokeAllSessionsResponse\x12^\n" +
 	"\x10WatchRevocations\x12'.sessionauth.v1.WatchRevocationsRequest\x1a\x1f.sessionauth.v1.RevocationEvent0\x01B\xc3\x01\n" +
 	"\x12com.sessionauth.v1B\x15SessionAuthorityProtoP\x01Z=github.com/sessiond/sessiond/gen/sessionauth/v1;sessionauthv1\xa2\x02\x03SXX\xaa\x02\x0eSessionauth.V1\xca\x02\x0eSessionauth\\V1\xe2\x02\x1aSessionauth\\V1\\GPBMetadata\xea\x02\x0fSessionauth::V1b\x06proto3"
 
@@ -1213,7 +1978,7 @@ func file_sessionauth_v1_session_authority_proto_rawDescGZIP() []byte {
 }
 
 var file_sessionauth_v1_session_authority_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sessionauth_v1_session_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_sessionauth_v1_session_authority_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_sessionauth_v1_session_authority_proto_goTypes = []any{
 	(RevocationEvent_Reason)(0),        // 0: sessionauth.v1.RevocationEvent.Reason
 	(*RotateSessionRequest)(nil),       // 1: sessionauth.v1.RotateSessionRequest
@@ -1231,45 +1996,77 @@ var file_sessionauth_v1_session_authority_proto_goTypes = []any{
 	(*ListUserSessionsResponse)(nil),   // 13: sessionauth.v1.ListUserSessionsResponse
 	(*RevokeUserSessionsRequest)(nil),  // 14: sessionauth.v1.RevokeUserSessionsRequest
 	(*RevokeUserSessionsResponse)(nil), // 15: sessionauth.v1.RevokeUserSessionsResponse
-	nil,                                // 16: sessionauth.v1.Session.AttributesEntry
-	nil,                                // 17: sessionauth.v1.CreateSessionRequest.AttributesEntry
-	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 19: google.protobuf.Duration
+	(*UpdateSessionRequest)(nil),       // 16: sessionauth.v1.UpdateSessionRequest
+	(*UpdateSessionResponse)(nil),      // 17: sessionauth.v1.UpdateSessionResponse
+	(*GetSessionRequest)(nil),          // 18: sessionauth.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),         // 19: sessionauth.v1.GetSessionResponse
+	(*ExtendSessionRequest)(nil),       // 20: sessionauth.v1.ExtendSessionRequest
+	(*ExtendSessionResponse)(nil),      // 21: sessionauth.v1.ExtendSessionResponse
+	(*ListSessionsRequest)(nil),        // 22: sessionauth.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),       // 23: sessionauth.v1.ListSessionsResponse
+	(*RevokeAllSessionsRequest)(nil),   // 24: sessionauth.v1.RevokeAllSessionsRequest
+	(*RevokeAllSessionsResponse)(nil),  // 25: sessionauth.v1.RevokeAllSessionsResponse
+	nil,                                // 26: sessionauth.v1.Session.AttributesEntry
+	nil,                                // 27: sessionauth.v1.CreateSessionRequest.AttributesEntry
+	nil,                                // 28: sessionauth.v1.UpdateSessionRequest.SetAttributesEntry
+	(*timestamppb.Timestamp)(nil),      // 29: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 30: google.protobuf.Duration
 }
 var file_sessionauth_v1_session_authority_proto_depIdxs = []int32{
 	5,  // 0: sessionauth.v1.RotateSessionResponse.session:type_name -> sessionauth.v1.Session
 	0,  // 1: sessionauth.v1.RevocationEvent.reason:type_name -> sessionauth.v1.RevocationEvent.Reason
-	18, // 2: sessionauth.v1.RevocationEvent.revoked_at:type_name -> google.protobuf.Timestamp
-	18, // 3: sessionauth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	18, // 4: sessionauth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
-	18, // 5: sessionauth.v1.Session.idle_expires_at:type_name -> google.protobuf.Timestamp
-	18, // 6: sessionauth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
-	16, // 7: sessionauth.v1.Session.attributes:type_name -> sessionauth.v1.Session.AttributesEntry
-	17, // 8: sessionauth.v1.CreateSessionRequest.attributes:type_name -> sessionauth.v1.CreateSessionRequest.AttributesEntry
-	19, // 9: sessionauth.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
-	19, // 10: sessionauth.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
-	5,  // 11: sessionauth.v1.CreateSessionResponse.session:type_name -> sessionauth.v1.Session
-	5,  // 12: sessionauth.v1.ValidateSessionResponse.session:type_name -> sessionauth.v1.Session
-	5,  // 13: sessionauth.v1.ListUserSessionsResponse.sessions:type_name -> sessionauth.v1.Session
-	6,  // 14: sessionauth.v1.SessionAuthority.CreateSession:input_type -> sessionauth.v1.CreateSessionRequest
-	8,  // 15: sessionauth.v1.SessionAuthority.ValidateSession:input_type -> sessionauth.v1.ValidateSessionRequest
-	10, // 16: sessionauth.v1.SessionAuthority.RevokeSession:input_type -> sessionauth.v1.RevokeSessionRequest
-	12, // 17: sessionauth.v1.SessionAuthority.ListUserSessions:input_type -> sessionauth.v1.ListUserSessionsRequest
-	14, // 18: sessionauth.v1.SessionAuthority.RevokeUserSessions:input_type -> sessionauth.v1.RevokeUserSessionsRequest
-	1,  // 19: sessionauth.v1.SessionAuthority.RotateSession:input_type -> sessionauth.v1.RotateSessionRequest
-	3,  // 20: sessionauth.v1.SessionAuthority.WatchRevocations:input_type -> sessionauth.v1.WatchRevocationsRequest
-	7,  // 21: sessionauth.v1.SessionAuthority.CreateSession:output_type -> sessionauth.v1.CreateSessionResponse
-	9,  // 22: sessionauth.v1.SessionAuthority.ValidateSession:output_type -> sessionauth.v1.ValidateSessionResponse
-	11, // 23: sessionauth.v1.SessionAuthority.RevokeSession:output_type -> sessionauth.v1.RevokeSessionResponse
-	13, // 24: sessionauth.v1.SessionAuthority.ListUserSessions:output_type -> sessionauth.v1.ListUserSessionsResponse
-	15, // 25: sessionauth.v1.SessionAuthority.RevokeUserSessions:output_type -> sessionauth.v1.RevokeUserSessionsResponse
-	2,  // 26: sessionauth.v1.SessionAuthority.RotateSession:output_type -> sessionauth.v1.RotateSessionResponse
-	4,  // 27: sessionauth.v1.SessionAuthority.WatchRevocations:output_type -> sessionauth.v1.RevocationEvent
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	29, // 2: sessionauth.v1.RevocationEvent.revoked_at:type_name -> google.protobuf.Timestamp
+	29, // 3: sessionauth.v1.RevocationEvent.issued_before:type_name -> google.protobuf.Timestamp
+	29, // 4: sessionauth.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	29, // 5: sessionauth.v1.Session.expires_at:type_name -> google.protobuf.Timestamp
+	29, // 6: sessionauth.v1.Session.idle_expires_at:type_name -> google.protobuf.Timestamp
+	29, // 7: sessionauth.v1.Session.last_seen_at:type_name -> google.protobuf.Timestamp
+	26, // 8: sessionauth.v1.Session.attributes:type_name -> sessionauth.v1.Session.AttributesEntry
+	29, // 9: sessionauth.v1.Session.authenticated_at:type_name -> google.protobuf.Timestamp
+	27, // 10: sessionauth.v1.CreateSessionRequest.attributes:type_name -> sessionauth.v1.CreateSessionRequest.AttributesEntry
+	30, // 11: sessionauth.v1.CreateSessionRequest.ttl:type_name -> google.protobuf.Duration
+	30, // 12: sessionauth.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
+	5,  // 13: sessionauth.v1.CreateSessionResponse.session:type_name -> sessionauth.v1.Session
+	30, // 14: sessionauth.v1.ValidateSessionRequest.max_auth_age:type_name -> google.protobuf.Duration
+	5,  // 15: sessionauth.v1.ValidateSessionResponse.session:type_name -> sessionauth.v1.Session
+	5,  // 16: sessionauth.v1.ListUserSessionsResponse.sessions:type_name -> sessionauth.v1.Session
+	28, // 17: sessionauth.v1.UpdateSessionRequest.set_attributes:type_name -> sessionauth.v1.UpdateSessionRequest.SetAttributesEntry
+	5,  // 18: sessionauth.v1.UpdateSessionResponse.session:type_name -> sessionauth.v1.Session
+	5,  // 19: sessionauth.v1.GetSessionResponse.session:type_name -> sessionauth.v1.Session
+	30, // 20: sessionauth.v1.ExtendSessionRequest.ttl:type_name -> google.protobuf.Duration
+	5,  // 21: sessionauth.v1.ExtendSessionResponse.session:type_name -> sessionauth.v1.Session
+	5,  // 22: sessionauth.v1.ListSessionsResponse.sessions:type_name -> sessionauth.v1.Session
+	29, // 23: sessionauth.v1.RevokeAllSessionsRequest.issued_before:type_name -> google.protobuf.Timestamp
+	29, // 24: sessionauth.v1.RevokeAllSessionsResponse.issued_before:type_name -> google.protobuf.Timestamp
+	6,  // 25: sessionauth.v1.SessionAuthority.CreateSession:input_type -> sessionauth.v1.CreateSessionRequest
+	8,  // 26: sessionauth.v1.SessionAuthority.ValidateSession:input_type -> sessionauth.v1.ValidateSessionRequest
+	10, // 27: sessionauth.v1.SessionAuthority.RevokeSession:input_type -> sessionauth.v1.RevokeSessionRequest
+	12, // 28: sessionauth.v1.SessionAuthority.ListUserSessions:input_type -> sessionauth.v1.ListUserSessionsRequest
+	14, // 29: sessionauth.v1.SessionAuthority.RevokeUserSessions:input_type -> sessionauth.v1.RevokeUserSessionsRequest
+	1,  // 30: sessionauth.v1.SessionAuthority.RotateSession:input_type -> sessionauth.v1.RotateSessionRequest
+	16, // 31: sessionauth.v1.SessionAuthority.UpdateSession:input_type -> sessionauth.v1.UpdateSessionRequest
+	18, // 32: sessionauth.v1.SessionAuthority.GetSession:input_type -> sessionauth.v1.GetSessionRequest
+	20, // 33: sessionauth.v1.SessionAuthority.ExtendSession:input_type -> sessionauth.v1.ExtendSessionRequest
+	22, // 34: sessionauth.v1.SessionAuthority.ListSessions:input_type -> sessionauth.v1.ListSessionsRequest
+	24, // 35: sessionauth.v1.SessionAuthority.RevokeAllSessions:input_type -> sessionauth.v1.RevokeAllSessionsRequest
+	3,  // 36: sessionauth.v1.SessionAuthority.WatchRevocations:input_type -> sessionauth.v1.WatchRevocationsRequest
+	7,  // 37: sessionauth.v1.SessionAuthority.CreateSession:output_type -> sessionauth.v1.CreateSessionResponse
+	9,  // 38: sessionauth.v1.SessionAuthority.ValidateSession:output_type -> sessionauth.v1.ValidateSessionResponse
+	11, // 39: sessionauth.v1.SessionAuthority.RevokeSession:output_type -> sessionauth.v1.RevokeSessionResponse
+	13, // 40: sessionauth.v1.SessionAuthority.ListUserSessions:output_type -> sessionauth.v1.ListUserSessionsResponse
+	15, // 41: sessionauth.v1.SessionAuthority.RevokeUserSessions:output_type -> sessionauth.v1.RevokeUserSessionsResponse
+	2,  // 42: sessionauth.v1.SessionAuthority.RotateSession:output_type -> sessionauth.v1.RotateSessionResponse
+	17, // 43: sessionauth.v1.SessionAuthority.UpdateSession:output_type -> sessionauth.v1.UpdateSessionResponse
+	19, // 44: sessionauth.v1.SessionAuthority.GetSession:output_type -> sessionauth.v1.GetSessionResponse
+	21, // 45: sessionauth.v1.SessionAuthority.ExtendSession:output_type -> sessionauth.v1.ExtendSessionResponse
+	23, // 46: sessionauth.v1.SessionAuthority.ListSessions:output_type -> sessionauth.v1.ListSessionsResponse
+	25, // 47: sessionauth.v1.SessionAuthority.RevokeAllSessions:output_type -> sessionauth.v1.RevokeAllSessionsResponse
+	4,  // 48: sessionauth.v1.SessionAuthority.WatchRevocations:output_type -> sessionauth.v1.RevocationEvent
+	37, // [37:49] is the sub-list for method output_type
+	25, // [25:37] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_sessionauth_v1_session_authority_proto_init() }
@@ -1281,13 +2078,17 @@ func file_sessionauth_v1_session_authority_proto_init() {
 		(*RevokeSessionRequest_Token)(nil),
 		(*RevokeSessionRequest_SessionId)(nil),
 	}
+	file_sessionauth_v1_session_authority_proto_msgTypes[15].OneofWrappers = []any{
+		(*UpdateSessionRequest_Token)(nil),
+		(*UpdateSessionRequest_SessionId)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sessionauth_v1_session_authority_proto_rawDesc), len(file_sessionauth_v1_session_authority_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

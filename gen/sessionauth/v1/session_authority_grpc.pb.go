@@ -17,10 +17,15 @@
 //   - UNAVAILABLE: Redis is unreachable or did not answer in time. sessiond
 //     fails closed: while Redis is unavailable, no token validates. Retry
 //     with backoff.
+//   - NOT_FOUND: an operator's RPC (GetSession, ExtendSession, UpdateSession
+//     by session_id) named a session that is not live.
 //   - PERMISSION_DENIED: the caller (identified by its client certificate or
 //     API key) may not call this RPC under sessiond's policy. UNAUTHENTICATED
 //     is also the answer when the policy needs an identity and the caller
-//     presented none, or a wrong API key.
+//     presented none, or a wrong API key. ValidateSession also answers
+//     PERMISSION_DENIED, with a google.rpc.ErrorInfo detail, for a live
+//     session that falls short of the request's min_assurance_level or
+//     max_auth_age (the session stays live).
 //   - RESOURCE_EXHAUSTED: the caller is over a rate limit (CreateSession
 //     calls per caller; or failed validations, rotations and revocations by
 //     token, per caller and per end user: then only failures are refused, a
@@ -55,6 +60,11 @@ const (
 	SessionAuthority_ListUserSessions_FullMethodName   = "/sessionauth.v1.SessionAuthority/ListUserSessions"
 	SessionAuthority_RevokeUserSessions_FullMethodName = "/sessionauth.v1.SessionAuthority/RevokeUserSessions"
 	SessionAuthority_RotateSession_FullMethodName      = "/sessionauth.v1.SessionAuthority/RotateSession"
+	SessionAuthority_UpdateSession_FullMethodName      = "/sessionauth.v1.SessionAuthority/UpdateSession"
+	SessionAuthority_GetSession_FullMethodName         = "/sessionauth.v1.SessionAuthority/GetSession"
+	SessionAuthority_ExtendSession_FullMethodName      = "/sessionauth.v1.SessionAuthority/ExtendSession"
+	SessionAuthority_ListSessions_FullMethodName       = "/sessionauth.v1.SessionAuthority/ListSessions"
+	SessionAuthority_RevokeAllSessions_FullMethodName  = "/sessionauth.v1.SessionAuthority/RevokeAllSessions"
 	SessionAuthority_WatchRevocations_FullMethodName   = "/sessionauth.v1.SessionAuthority/WatchRevocations"
 )
 
@@ -85,12 +95,27 @@ type SessionAuthorityClient interface {
 	// a successful validation slides it forward, writing to Redis at most once
 	// per touch interval (server flag --touch-interval) per session.
 	//
-	// Errors: INVALID_ARGUMENT (token empty), UNAUTHENTICATED (token unknown,
-	// malformed, expired or revoked), RESOURCE_EXHAUSTED (in place of
+	// A request may also ask for a recent or strong enough authentication
+	// (min_assurance_level, max_auth_age): a live session that falls short is
+	// answered PERMISSION_DENIED with a google.rpc.ErrorInfo whose reason is
+	// ASSURANCE_LEVEL_TOO_LOW or REAUTHENTICATION_REQUIRED (domain
+	// "sessiond"); the session is not revoked, and the user steps up through
+	// RotateSession.
+	//
+	// A token that RotateSession replaced is UNAUTHENTICATED. Presented more
+	// than the server's rotation grace (flag --rotation-grace, 10s unless
+	// configured) after its rotation, it is taken for a stolen copy: the
+	// session that replaced it is revoked as well (REASON_REUSE_DETECTED).
+	//
+	// Errors: INVALID_ARGUMENT (token empty, min_assurance_level outside 0-3,
+	// max_auth_age negative), UNAUTHENTICATED (token unknown, malformed,
+	// expired, revoked or rotated away), PERMISSION_DENIED (the session's
+	// assurance falls short, see above), RESOURCE_EXHAUSTED (in place of
 	// UNAUTHENTICATED when the caller, or the end user it names in the
 	// x-sessiond-end-user metadata, has failed too many validations, until its
 	// limit refills, so that guessing does not pay; a live session's token
-	// always validates), UNAVAILABLE (Redis unreachable: nothing validates).
+	// always validates), UNAVAILABLE (Redis unreachable, or this sessiond
+	// cannot read the RevokeAllSessions cutoff: nothing validates).
 	ValidateSession(ctx context.Context, in *ValidateSessionRequest, opts ...grpc.CallOption) (*ValidateSessionResponse, error)
 	// RevokeSession ends one session, by its token (logout) or by its
 	// session_id (an operator, or "sign out that device" in a UI). It is
@@ -127,12 +152,80 @@ type SessionAuthorityClient interface {
 	// others get UNAUTHENTICATED. The old session id is reported on
 	// WatchRevocations with REASON_ROTATED.
 	//
-	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes),
+	// Rotation is also how a session steps up: after the user has proved who
+	// they are again (a password, a second factor), the login backend rotates
+	// with reauthenticated (authenticated_at becomes now), add_auth_methods
+	// and, for a stronger method, assurance_level.
+	//
+	// sessiond remembers the old token (its SHA-256) as long as the new
+	// session can live: presenting it again more than the rotation grace
+	// (flag --rotation-grace) after the rotation revokes the new session too
+	// (see ValidateSession).
+	//
+	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes, assurance_level
+	// outside 0-3, an add_auth_methods entry malformed or too many),
 	// UNAUTHENTICATED (token unknown, malformed, expired, revoked or already
 	// rotated), RESOURCE_EXHAUSTED (in place of UNAUTHENTICATED: failed
 	// rotations count against the failed-validation limit; a live session
 	// always rotates), UNAVAILABLE, ABORTED.
 	RotateSession(ctx context.Context, in *RotateSessionRequest, opts ...grpc.CallOption) (*RotateSessionResponse, error)
+	// UpdateSession changes a live session's attributes: it sets
+	// set_attributes and removes remove_attributes (a key in both is set), in
+	// one transaction; concurrent updates of different attributes all land.
+	// The result must respect CreateSession's attribute limits. The change is
+	// announced on WatchRevocations with REASON_UPDATED, so that caches drop
+	// their copy of the session (it stays live).
+	//
+	// Errors: INVALID_ARGUMENT (neither target set, a malformed session_id,
+	// nothing to change, an attribute over its limit, or a result over the
+	// limits), UNAUTHENTICATED (by token: no such live session),
+	// NOT_FOUND (by session_id: no such live session), RESOURCE_EXHAUSTED (by
+	// token, in place of UNAUTHENTICATED, as for RotateSession),
+	// UNAVAILABLE, ABORTED.
+	UpdateSession(ctx context.Context, in *UpdateSessionRequest, opts ...grpc.CallOption) (*UpdateSessionResponse, error)
+	// GetSession returns a live session by its id: an operator's lookup. It
+	// never returns or accepts a token.
+	//
+	// Errors: INVALID_ARGUMENT (session_id missing or malformed), NOT_FOUND
+	// (no such live session), UNAVAILABLE.
+	GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error)
+	// ExtendSession sets a live session's absolute expiry to now + ttl (longer
+	// or shorter than before); its idle timeout and last validation are
+	// unchanged, so its idle expiry moves only where the absolute expiry
+	// capped it. Announced on WatchRevocations with REASON_UPDATED.
+	//
+	// Errors: INVALID_ARGUMENT (session_id missing or malformed, ttl negative,
+	// under 1s or over the server maximum, flag --max-ttl), NOT_FOUND (no such
+	// live session), UNAVAILABLE, ABORTED.
+	ExtendSession(ctx context.Context, in *ExtendSessionRequest, opts ...grpc.CallOption) (*ExtendSessionResponse, error)
+	// ListSessions lists every live session of every user, a page at a time,
+	// in no particular order: an operator's walk over the whole store (on a
+	// Redis Cluster, over every master). Each page reads a bounded part of the
+	// keyspace (Redis SCAN), so a page may hold fewer than page_size sessions,
+	// even none, while next_page_token is not empty; the walk ends when
+	// next_page_token is empty. A session that exists for the whole walk is
+	// listed at least once (rarely twice, if Redis resizes its tables during
+	// the walk); one created or ended during the walk may or may not be.
+	// Tokens are never listed.
+	//
+	// Errors: INVALID_ARGUMENT (page_size negative or over 200, a page_token
+	// not returned by this RPC), UNAVAILABLE.
+	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
+	// RevokeAllSessions is the incident button ("not before"): every session
+	// created before issued_before (unset: now) stops validating on every
+	// sessiond sharing this Redis within a second, whoever its user; sessions
+	// created at or after it are unaffected. Each sessiond keeps the cutoff in
+	// memory (so that ValidateSession stays one round trip), learns a new one
+	// from the revocation stream at once and from Redis at least every second,
+	// and refuses to validate (UNAVAILABLE, not ready) while it cannot read
+	// it. The cutoff only moves forward: an earlier issued_before than the one
+	// in force changes nothing. Announced on WatchRevocations with
+	// REASON_ALL_REVOKED and issued_before. The cut-off sessions' storage is
+	// reclaimed as they expire.
+	//
+	// Errors: INVALID_ARGUMENT (issued_before in the future, or not a valid
+	// timestamp), UNAVAILABLE, ABORTED.
+	RevokeAllSessions(ctx context.Context, in *RevokeAllSessionsRequest, opts ...grpc.CallOption) (*RevokeAllSessionsResponse, error)
 	// WatchRevocations streams every revocation made by any sessiond instance
 	// sharing this Redis, from the moment the stream is established, so that
 	// caches of validated sessions can drop a revoked session at once. Every
@@ -223,6 +316,56 @@ func (c *sessionAuthorityClient) RotateSession(ctx context.Context, in *RotateSe
 	return out, nil
 }
 
+func (c *sessionAuthorityClient) UpdateSession(ctx context.Context, in *UpdateSessionRequest, opts ...grpc.CallOption) (*UpdateSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateSessionResponse)
+	err := c.cc.Invoke(ctx, SessionAuthority_UpdateSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionAuthorityClient) GetSession(ctx context.Context, in *GetSessionRequest, opts ...grpc.CallOption) (*GetSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSessionResponse)
+	err := c.cc.Invoke(ctx, SessionAuthority_GetSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionAuthorityClient) ExtendSession(ctx context.Context, in *ExtendSessionRequest, opts ...grpc.CallOption) (*ExtendSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExtendSessionResponse)
+	err := c.cc.Invoke(ctx, SessionAuthority_ExtendSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionAuthorityClient) ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSessionsResponse)
+	err := c.cc.Invoke(ctx, SessionAuthority_ListSessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionAuthorityClient) RevokeAllSessions(ctx context.Context, in *RevokeAllSessionsRequest, opts ...grpc.CallOption) (*RevokeAllSessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeAllSessionsResponse)
+	err := c.cc.Invoke(ctx, SessionAuthority_RevokeAllSessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sessionAuthorityClient) WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RevocationEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &SessionAuthority_ServiceDesc.Streams[0], SessionAuthority_WatchRevocations_FullMethodName, cOpts...)
@@ -269,12 +412,27 @@ type SessionAuthorityServer interface {
 	// a successful validation slides it forward, writing to Redis at most once
 	// per touch interval (server flag --touch-interval) per session.
 	//
-	// Errors: INVALID_ARGUMENT (token empty), UNAUTHENTICATED (token unknown,
-	// malformed, expired or revoked), RESOURCE_EXHAUSTED (in place of
+	// A request may also ask for a recent or strong enough authentication
+	// (min_assurance_level, max_auth_age): a live session that falls short is
+	// answered PERMISSION_DENIED with a google.rpc.ErrorInfo whose reason is
+	// ASSURANCE_LEVEL_TOO_LOW or REAUTHENTICATION_REQUIRED (domain
+	// "sessiond"); the session is not revoked, and the user steps up through
+	// RotateSession.
+	//
+	// A token that RotateSession replaced is UNAUTHENTICATED. Presented more
+	// than the server's rotation grace (flag --rotation-grace, 10s unless
+	// configured) after its rotation, it is taken for a stolen copy: the
+	// session that replaced it is revoked as well (REASON_REUSE_DETECTED).
+	//
+	// Errors: INVALID_ARGUMENT (token empty, min_assurance_level outside 0-3,
+	// max_auth_age negative), UNAUTHENTICATED (token unknown, malformed,
+	// expired, revoked or rotated away), PERMISSION_DENIED (the session's
+	// assurance falls short, see above), RESOURCE_EXHAUSTED (in place of
 	// UNAUTHENTICATED when the caller, or the end user it names in the
 	// x-sessiond-end-user metadata, has failed too many validations, until its
 	// limit refills, so that guessing does not pay; a live session's token
-	// always validates), UNAVAILABLE (Redis unreachable: nothing validates).
+	// always validates), UNAVAILABLE (Redis unreachable, or this sessiond
+	// cannot read the RevokeAllSessions cutoff: nothing validates).
 	ValidateSession(context.Context, *ValidateSessionRequest) (*ValidateSessionResponse, error)
 	// RevokeSession ends one session, by its token (logout) or by its
 	// session_id (an operator, or "sign out that device" in a UI). It is
@@ -311,12 +469,80 @@ type SessionAuthorityServer interface {
 	// others get UNAUTHENTICATED. The old session id is reported on
 	// WatchRevocations with REASON_ROTATED.
 	//
-	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes),
+	// Rotation is also how a session steps up: after the user has proved who
+	// they are again (a password, a second factor), the login backend rotates
+	// with reauthenticated (authenticated_at becomes now), add_auth_methods
+	// and, for a stronger method, assurance_level.
+	//
+	// sessiond remembers the old token (its SHA-256) as long as the new
+	// session can live: presenting it again more than the rotation grace
+	// (flag --rotation-grace) after the rotation revokes the new session too
+	// (see ValidateSession).
+	//
+	// Errors: INVALID_ARGUMENT (token empty or over 1024 bytes, assurance_level
+	// outside 0-3, an add_auth_methods entry malformed or too many),
 	// UNAUTHENTICATED (token unknown, malformed, expired, revoked or already
 	// rotated), RESOURCE_EXHAUSTED (in place of UNAUTHENTICATED: failed
 	// rotations count against the failed-validation limit; a live session
 	// always rotates), UNAVAILABLE, ABORTED.
 	RotateSession(context.Context, *RotateSessionRequest) (*RotateSessionResponse, error)
+	// UpdateSession changes a live session's attributes: it sets
+	// set_attributes and removes remove_attributes (a key in both is set), in
+	// one transaction; concurrent updates of different attributes all land.
+	// The result must respect CreateSession's attribute limits. The change is
+	// announced on WatchRevocations with REASON_UPDATED, so that caches drop
+	// their copy of the session (it stays live).
+	//
+	// Errors: INVALID_ARGUMENT (neither target set, a malformed session_id,
+	// nothing to change, an attribute over its limit, or a result over the
+	// limits), UNAUTHENTICATED (by token: no such live session),
+	// NOT_FOUND (by session_id: no such live session), RESOURCE_EXHAUSTED (by
+	// token, in place of UNAUTHENTICATED, as for RotateSession),
+	// UNAVAILABLE, ABORTED.
+	UpdateSession(context.Context, *UpdateSessionRequest) (*UpdateSessionResponse, error)
+	// GetSession returns a live session by its id: an operator's lookup. It
+	// never returns or accepts a token.
+	//
+	// Errors: INVALID_ARGUMENT (session_id missing or malformed), NOT_FOUND
+	// (no such live session), UNAVAILABLE.
+	GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error)
+	// ExtendSession sets a live session's absolute expiry to now + ttl (longer
+	// or shorter than before); its idle timeout and last validation are
+	// unchanged, so its idle expiry moves only where the absolute expiry
+	// capped it. Announced on WatchRevocations with REASON_UPDATED.
+	//
+	// Errors: INVALID_ARGUMENT (session_id missing or malformed, ttl negative,
+	// under 1s or over the server maximum, flag --max-ttl), NOT_FOUND (no such
+	// live session), UNAVAILABLE, ABORTED.
+	ExtendSession(context.Context, *ExtendSessionRequest) (*ExtendSessionResponse, error)
+	// ListSessions lists every live session of every user, a page at a time,
+	// in no particular order: an operator's walk over the whole store (on a
+	// Redis Cluster, over every master). Each page reads a bounded part of the
+	// keyspace (Redis SCAN), so a page may hold fewer than page_size sessions,
+	// even none, while next_page_token is not empty; the walk ends when
+	// next_page_token is empty. A session that exists for the whole walk is
+	// listed at least once (rarely twice, if Redis resizes its tables during
+	// the walk); one created or ended during the walk may or may not be.
+	// Tokens are never listed.
+	//
+	// Errors: INVALID_ARGUMENT (page_size negative or over 200, a page_token
+	// not returned by this RPC), UNAVAILABLE.
+	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
+	// RevokeAllSessions is the incident button ("not before"): every session
+	// created before issued_before (unset: now) stops validating on every
+	// sessiond sharing this Redis within a second, whoever its user; sessions
+	// created at or after it are unaffected. Each sessiond keeps the cutoff in
+	// memory (so that ValidateSession stays one round trip), learns a new one
+	// from the revocation stream at once and from Redis at least every second,
+	// and refuses to validate (UNAVAILABLE, not ready) while it cannot read
+	// it. The cutoff only moves forward: an earlier issued_before than the one
+	// in force changes nothing. Announced on WatchRevocations with
+	// REASON_ALL_REVOKED and issued_before. The cut-off sessions' storage is
+	// reclaimed as they expire.
+	//
+	// Errors: INVALID_ARGUMENT (issued_before in the future, or not a valid
+	// timestamp), UNAVAILABLE, ABORTED.
+	RevokeAllSessions(context.Context, *RevokeAllSessionsRequest) (*RevokeAllSessionsResponse, error)
 	// WatchRevocations streams every revocation made by any sessiond instance
 	// sharing this Redis, from the moment the stream is established, so that
 	// caches of validated sessions can drop a revoked session at once. Every
@@ -364,6 +590,21 @@ func (UnimplementedSessionAuthorityServer) RevokeUserSessions(context.Context, *
 }
 func (UnimplementedSessionAuthorityServer) RotateSession(context.Context, *RotateSessionRequest) (*RotateSessionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateSession not implemented")
+}
+func (UnimplementedSessionAuthorityServer) UpdateSession(context.Context, *UpdateSessionRequest) (*UpdateSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateSession not implemented")
+}
+func (UnimplementedSessionAuthorityServer) GetSession(context.Context, *GetSessionRequest) (*GetSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSession not implemented")
+}
+func (UnimplementedSessionAuthorityServer) ExtendSession(context.Context, *ExtendSessionRequest) (*ExtendSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExtendSession not implemented")
+}
+func (UnimplementedSessionAuthorityServer) ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSessions not implemented")
+}
+func (UnimplementedSessionAuthorityServer) RevokeAllSessions(context.Context, *RevokeAllSessionsRequest) (*RevokeAllSessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeAllSessions not implemented")
 }
 func (UnimplementedSessionAuthorityServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[RevocationEvent]) error {
 	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
@@ -497,6 +738,96 @@ func _SessionAuthority_RotateSession_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionAuthority_UpdateSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionAuthorityServer).UpdateSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionAuthority_UpdateSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionAuthorityServer).UpdateSession(ctx, req.(*UpdateSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionAuthority_GetSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionAuthorityServer).GetSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionAuthority_GetSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionAuthorityServer).GetSession(ctx, req.(*GetSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionAuthority_ExtendSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExtendSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionAuthorityServer).ExtendSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionAuthority_ExtendSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionAuthorityServer).ExtendSession(ctx, req.(*ExtendSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionAuthority_ListSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionAuthorityServer).ListSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionAuthority_ListSessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionAuthorityServer).ListSessions(ctx, req.(*ListSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionAuthority_RevokeAllSessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAllSessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionAuthorityServer).RevokeAllSessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SessionAuthority_RevokeAllSessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionAuthorityServer).RevokeAllSessions(ctx, req.(*RevokeAllSessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _SessionAuthority_WatchRevocations_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchRevocationsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -538,6 +869,26 @@ var SessionAuthority_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateSession",
 			Handler:    _SessionAuthority_RotateSession_Handler,
+		},
+		{
+			MethodName: "UpdateSession",
+			Handler:    _SessionAuthority_UpdateSession_Handler,
+		},
+		{
+			MethodName: "GetSession",
+			Handler:    _SessionAuthority_GetSession_Handler,
+		},
+		{
+			MethodName: "ExtendSession",
+			Handler:    _SessionAuthority_ExtendSession_Handler,
+		},
+		{
+			MethodName: "ListSessions",
+			Handler:    _SessionAuthority_ListSessions_Handler,
+		},
+		{
+			MethodName: "RevokeAllSessions",
+			Handler:    _SessionAuthority_RevokeAllSessions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,246 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Walking every session (List) is a SCAN of each master's keyspace for
+// session keys, master after master in the order of the lowest slot each
+// owns (one "master" on a single Redis or Sentinel). A list cursor says
+// where the walk stands:
+//
+//	l1.<slot>.<scan cursor>.<session id>
+//
+// the master by its lowest slot, the SCAN cursor of the batch the walk is
+// in, and the last session of that batch already listed ("" if none): a
+// batch that holds more sessions than a page is read again by the next page,
+// which skips what the previous one listed. A batch's sessions are listed in
+// the order of their ids.
+//
+// Each SCAN call examines about scanCount keys and a page makes at most
+// maxScansPerPage calls, so no page reads the whole keyspace in one blocking
+// call (or in one page): a page may hold fewer sessions than asked, even
+// none, with the walk not done.
+const (
+	listCursorVersion = "l1"
+	scanCount         = 256
+	maxScansPerPage   = 16
+)
+
+// scanNode is one master of the walk.
+type scanNode struct {
+	slot int // the lowest slot it owns; 0 outside a Cluster
+	c    redis.Cmdable
+}
+
+// listCursor is where the walk stands.
+type listCursor struct {
+	slot   int
+	cursor uint64
+	after  string // the last session id listed from the batch at cursor
+}
+
+func (c listCursor) String() string {
+	return listCursorVersion + "." + strconv.Itoa(c.slot) + "." + strconv.FormatUint(c.cursor, 10) + "." + c.after
+}
+
+func parseListCursor(s string) (listCursor, error) {
+	var c listCursor
+	if s == "" {
+		return c, nil
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 || parts[0] != listCursorVersion {
+		return c, ErrMalformedCursor
+	}
+	slot, err1 := strconv.Atoi(parts[1])
+	cursor, err2 := strconv.ParseUint(parts[2], 10, 64)
+	if err1 != nil || err2 != nil || slot < 0 || slot > 16383 {
+		return c, ErrMalformedCursor
+	}
+	if parts[3] != "" {
+		if _, err := parseSessionID(parts[3]); err != nil {
+			return c, ErrMalformedCursor
+		}
+	}
+	return listCursor{slot: slot, cursor: cursor, after: parts[3]}, nil
+}
+
+// List returns up to limit live sessions of every user, in no particular
+// order, from where cursor says the walk stands ("" for the start), and the
+// cursor of the rest of the walk ("" when it is done). A page may hold fewer
+// sessions than limit (even none) while next is not empty. A session that
+// exists for the whole walk is returned at least once; one created or ended
+// during it may or may not be. A cursor List did not return gives
+// ErrMalformedCursor.
+func (s *Store) List(ctx context.Context, limit int, cursor string) (sessions []*Session, next string, err error) {
+	pos, err := parseListCursor(cursor)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := s.ensureCutoff(ctx); err != nil {
+		return nil, "", err
+	}
+	nodes, err := s.scanNodes(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	// The master the walk is on: the one whose lowest slot the cursor names,
+	// or (the Cluster changed since) the next one after it.
+	i := slices.IndexFunc(nodes, func(n scanNode) bool { return n.slot >= pos.slot })
+	if i < 0 {
+		return nil, "", nil
+	}
+	if nodes[i].slot != pos.slot {
+		pos = listCursor{slot: nodes[i].slot}
+	}
+	match := globEscape(s.prefix) + ":v1:{*}:s:*"
+	for range maxScansPerPage {
+		node := nodes[i]
+		keys, after, err := node.c.Scan(ctx, pos.cursor, match, scanCount).Result()
+		if err != nil {
+			return nil, "", wrapErr(ctx, "list", err)
+		}
+		batch, err := s.readBatch(ctx, node.c, keys, pos.after)
+		if err != nil {
+			return nil, "", err
+		}
+		for j, sess := range batch {
+			sessions = append(sessions, sess)
+			if len(sessions) == limit && j < len(batch)-1 {
+				pos.after = sess.ID // more of this batch for the next page
+				return sessions, pos.String(), nil
+			}
+		}
+		pos.cursor, pos.after = after, ""
+		if after == 0 { // this master is done
+			if i++; i == len(nodes) {
+				return sessions, "", nil
+			}
+			pos.slot = nodes[i].slot
+		}
+		if len(sessions) == limit {
+			break
+		}
+	}
+	return sessions, pos.String(), nil
+}
+
+// readBatch returns the live sessions of one SCAN batch (session keys), in
+// the order of their ids, after the id after ("" for all), reading them in
+// one round trip.
+func (s *Store) readBatch(ctx context.Context, c redis.Cmdable, keys []string, after string) ([]*Session, error) {
+	type item struct {
+		id  string
+		key string
+	}
+	var items []item
+	for _, k := range keys {
+		if id, ok := s.sessionIDOfKey(k); ok && id > after {
+			items = append(items, item{id, k})
+		}
+	}
+	if len(items) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.id, b.id) })
+	items = slices.CompactFunc(items, func(a, b item) bool { return a.id == b.id })
+	cmds := make([]*redis.MapStringStringCmd, len(items))
+	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, it := range items {
+			cmds[i] = p.HGetAll(ctx, it.key)
+		}
+		return nil
+	}); err != nil {
+		return nil, wrapErr(ctx, "list", err)
+	}
+	now := s.now()
+	var out []*Session
+	for i, cmd := range cmds {
+		if len(cmd.Val()) == 0 {
+			continue // ended since the SCAN
+		}
+		rec, err := decodeRecord(items[i].id, cmd.Val())
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", items[i].id, err)
+		}
+		if s.alive(rec, now) {
+			out = append(out, &rec.Session)
+		}
+	}
+	return out, nil
+}
+
+// sessionIDOfKey returns the session id of a session key of this store.
+func (s *Store) sessionIDOfKey(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, s.prefix+":v1:{")
+	if !ok || len(rest) != 2*tagLen+len("}:s:")+36 || rest[2*tagLen:2*tagLen+4] != "}:s:" {
+		return "", false
+	}
+	id := rest[:2*tagLen] + "_" + rest[2*tagLen+4:]
+	if _, err := parseSessionID(id); err != nil {
+		return "", false
+	}
+	return id, true
+}
+
+// scanNodes returns the masters to walk, in the order of their lowest slot.
+func (s *Store) scanNodes(ctx context.Context) ([]scanNode, error) {
+	cc, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return []scanNode{{slot: 0, c: s.rdb}}, nil
+	}
+	slots, err := cc.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, wrapErr(ctx, "list", err)
+	}
+	lowest := map[string]int{} // master address → its lowest slot
+	for _, r := range slots {
+		if len(r.Nodes) == 0 {
+			continue
+		}
+		addr := r.Nodes[0].Addr
+		if low, seen := lowest[addr]; !seen || r.Start < low {
+			lowest[addr] = r.Start
+		}
+	}
+	var mu sync.Mutex
+	var nodes []scanNode
+	err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if slot, ok := lowest[c.Options().Addr]; ok {
+			nodes = append(nodes, scanNode{slot: slot, c: c})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrapErr(ctx, "list", err)
+	}
+	if len(nodes) != len(lowest) {
+		return nil, wrapErr(ctx, "list", errors.New("the Cluster's masters changed during the walk; retry"))
+	}
+	slices.SortFunc(nodes, func(a, b scanNode) int { return a.slot - b.slot })
+	return nodes, nil
+}
+
+// globEscape escapes the characters that Redis' glob patterns (SCAN MATCH)
+// treat specially.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
