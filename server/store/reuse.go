@@ -78,7 +78,9 @@ type ReuseError struct {
 	Revocation *Revocation
 }
 
-func (e *ReuseError) Error() string { return "rotated-away token presented again: " + ErrNotFound.Error() }
+func (e *ReuseError) Error() string {
+	return "rotated-away token presented again: " + ErrNotFound.Error()
+}
 
 // Is makes a ReuseError ErrNotFound.
 func (e *ReuseError) Is(target error) bool { return target == ErrNotFound }
