@@ -162,3 +162,41 @@ func Parse(minLevel, maxAge string) (Requirement, error) {
 	}
 	return Requirement{MinLevel: l, MaxAuthAge: a}, nil
 }
+
+// The names of a Requirement's two parameters: ValidateSession's fields, the
+// query parameters of the gateways' HTTP endpoints and the keys of ext_authz's
+// context_extensions.
+const (
+	MinLevelParam   = "min_assurance_level"
+	MaxAuthAgeParam = "max_auth_age"
+)
+
+// ParseRoute reads the Requirement of a gateway's route from the values each
+// of its two parameters was given there (none: not given). A route's
+// requirement is the operator's configuration, and a mistake in it must deny
+// rather than relax, so ParseRoute is stricter than Parse: a parameter given
+// empty (an unset template variable, say) or more than once is an error, as
+// is a value Parse refuses. The error starts with the parameter's name.
+func ParseRoute(minLevel, maxAge []string) (Requirement, error) {
+	level, err := routeParam(MinLevelParam, minLevel, ParseLevel)
+	if err != nil {
+		return Requirement{}, err
+	}
+	age, err := routeParam(MaxAuthAgeParam, maxAge, ParseMaxAge)
+	if err != nil {
+		return Requirement{}, err
+	}
+	return Requirement{MinLevel: level, MaxAuthAge: age}, nil
+}
+
+func routeParam[T int | time.Duration](name string, values []string, parse func(string) (T, error)) (T, error) {
+	switch {
+	case len(values) == 0:
+		return 0, nil
+	case len(values) > 1:
+		return 0, fmt.Errorf("%s given %d times: give it once", name, len(values))
+	case values[0] == "":
+		return 0, fmt.Errorf("%s is empty: give a value, or leave it out for none", name)
+	}
+	return parse(values[0])
+}

@@ -60,7 +60,7 @@ func newForwardAuthMetrics() *forwardAuthMetrics {
 	return &forwardAuthMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sessiond_forward_auth_requests_total",
-			Help: "Forward-auth requests of the gateways, by endpoint (auth-request, forward-auth, ext-authz) and outcome (allowed, unauthenticated, rate_limited, unavailable, error).",
+			Help: "Forward-auth requests of the gateways, by endpoint (auth-request, forward-auth, ext-authz) and outcome (allowed, unauthenticated, forbidden: a live session short of the route's step-up requirement, rate_limited, unavailable, error).",
 		}, []string{"endpoint", "outcome"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sessiond_forward_auth_request_duration_seconds",
@@ -85,7 +85,7 @@ func (m *forwardAuthMetrics) collectors() []prometheus.Collector {
 		return nil
 	}
 	for _, e := range []string{"auth-request", "forward-auth", "ext-authz"} {
-		for _, o := range []string{"allowed", "unauthenticated", "rate_limited", "unavailable", "error"} {
+		for _, o := range []string{"allowed", "unauthenticated", "forbidden", "rate_limited", "unavailable", "error"} {
 			m.requests.WithLabelValues(e, o)
 		}
 		m.latency.WithLabelValues(e)

@@ -1,17 +1,20 @@
 package gatewaytest_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/assurance"
 	"github.com/sessiond/sessiond/internal/daemon"
 	"github.com/sessiond/sessiond/internal/gatewaytest"
 	"github.com/sessiond/sessiond/internal/redistest"
@@ -39,7 +42,14 @@ type gateway struct {
 	passesRetryAfter bool
 	// postLogin is its answer to a browser's POST without a session.
 	postLogin int
+	// stepUpPage: it sends a browser navigation short of the step-up
+	// route's requirement to stepUpURL (302) rather than passing on
+	// sessiond's 403.
+	stepUpPage bool
 }
+
+// stepUpURL is the step-up page of the docs' configurations.
+const stepUpURL = "https://login.example.com/step-up"
 
 // env is a gateway in front of an upstream, with a sessiond on a Redis of
 // its own behind it.
@@ -49,6 +59,7 @@ type env struct {
 	upstream *gatewaytest.Upstream
 	gw       *gatewaytest.Gateway
 	http     *http.Client
+	clock    *testutil.Clock // sessiond's
 }
 
 func newEnv(t *testing.T, gw gateway) *env {
@@ -57,9 +68,12 @@ func newEnv(t *testing.T, gw gateway) *env {
 	cfg := sessiondtest.Config(rs.Addr())
 	cfg.Service = server.Config{RequestTimeout: time.Second}
 	cfg.ForwardAuth = daemon.ForwardAuthConfig{Listen: "127.0.0.1:0", LoginURL: loginURL}
+	clock := testutil.NewClock()
+	cfg.Clock = clock.Now
 	d := sessiondtest.Run(t, cfg)
 	up := gatewaytest.NewUpstream(t)
 	return &env{
+		clock:    clock,
 		redis:    rs,
 		client:   sessionauthv1.NewSessionAuthorityClient(d.Conn),
 		upstream: up,
@@ -76,11 +90,29 @@ type session struct{ token, id, user, email string }
 
 func (e *env) create(t *testing.T, user, email string) session {
 	t.Helper()
-	resp, err := e.client.CreateSession(testutil.CallCtx(t), &sessionauthv1.CreateSessionRequest{UserId: user, Email: email})
+	return e.createLevel(t, user, email, 0)
+}
+
+// createLevel creates a session of an assurance level (0: the default, 1).
+func (e *env) createLevel(t *testing.T, user, email string, level int32) session {
+	t.Helper()
+	resp, err := e.client.CreateSession(testutil.CallCtx(t), &sessionauthv1.CreateSessionRequest{UserId: user, Email: email, AssuranceLevel: level})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return session{resp.GetToken(), resp.GetSession().GetSessionId(), user, email}
+}
+
+// rotate is the login backend's step-up: s rotated with req's level and
+// reauthenticated (its token is set here).
+func (e *env) rotate(t *testing.T, s session, req *sessionauthv1.RotateSessionRequest) session {
+	t.Helper()
+	req.Token = s.token
+	resp, err := e.client.RotateSession(testutil.CallCtx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return session{resp.GetToken(), resp.GetSession().GetSessionId(), s.user, s.email}
 }
 
 func (s session) cookie() string {
@@ -187,6 +219,10 @@ func testGateway(t *testing.T, gw gateway) {
 	t.Run("redis down", func(t *testing.T) {
 		t.Parallel()
 		testRedisDown(t, newEnv(t, gw), gw)
+	})
+	t.Run("step-up", func(t *testing.T) {
+		t.Parallel()
+		testStepUp(t, newEnv(t, gw), gw)
 	})
 }
 
@@ -335,6 +371,117 @@ func testRedisDown(t *testing.T, e *env, gw gateway) {
 	e.wantIdentity(t, "/after-outage", fresh)
 	resp, body = e.do(t, "GET", "/after-outage-old", api(map[string]string{"Cookie": s.cookie()}))
 	e.want(t, resp, body, "/after-outage-old", http.StatusUnauthorized, false)
+}
+
+// testStepUp: the docs' step-up route (/admin/: assurance level 2 and an
+// authentication within 15 minutes) lets only a session that meets it
+// through, denies the others with 403 and the reason (or, for a browser,
+// the step-up page where the gateway sends it there), and after the login
+// backend's step-up (RotateSession) the new token passes. The other paths
+// ask nothing more than a live session, and the client's own query changes
+// neither.
+func testStepUp(t *testing.T, e *env, gw gateway) {
+	low := e.createLevel(t, "user-6", "user-6@example.com", 1)
+	high := e.createLevel(t, "user-7", "user-7@example.com", 2)
+
+	for _, tc := range []struct {
+		path string
+		s    session
+	}{{"/orders-low", low}, {"/orders-high", high}, {"/admin/high", high}} {
+		resp, body := e.do(t, "GET", tc.path, api(map[string]string{"Cookie": tc.s.cookie()}))
+		e.want(t, resp, body, tc.path, http.StatusOK, true)
+		e.wantIdentity(t, tc.path, tc.s)
+	}
+	resp, body := e.do(t, "GET", "/admin/high-bearer", with(spoofed, api(map[string]string{"Authorization": "Bearer " + high.token})))
+	e.want(t, resp, body, "/admin/high-bearer", http.StatusOK, true)
+	e.wantIdentity(t, "/admin/high-bearer", high)
+
+	// Short of the level: 403 with the reason, the upstream sees nothing.
+	e.wantShort(t, "/admin/low", api(map[string]string{"Cookie": low.cookie()}), assurance.ReasonLevelTooLow)
+	e.wantShort(t, "/admin/low-bearer", api(map[string]string{"Authorization": "Bearer " + low.token}), assurance.ReasonLevelTooLow)
+	resp, body = e.do(t, "GET", "/admin", api(map[string]string{"Cookie": low.cookie()})) // nginx: 301 to /admin/
+	if resp.StatusCode == http.StatusOK || len(e.upstream.Seen("/admin")) != 0 {
+		t.Errorf("/admin with a level-1 session: %d %q, the upstream saw %d requests", resp.StatusCode, body, len(e.upstream.Seen("/admin")))
+	}
+	// A browser: the step-up page with the reason, or sessiond's 403.
+	resp, body = e.do(t, "GET", "/admin/low-browser?x=1", browser(map[string]string{"Cookie": low.cookie()}))
+	if gw.stepUpPage {
+		e.want(t, resp, body, "/admin/low-browser", http.StatusFound, false)
+		want := stepUpURL + "?reason=" + assurance.ReasonLevelTooLow + "&rd=" + e.gw.URL + "/admin/low-browser?x=1"
+		if got := resp.Header.Get("Location"); got != want {
+			t.Errorf("a browser short of the level: Location %q, want %q", got, want)
+		}
+	} else {
+		e.want(t, resp, body, "/admin/low-browser", http.StatusForbidden, false)
+		wantReason(t, resp, body, assurance.ReasonLevelTooLow, "a browser short of the level")
+	}
+	// No session on the step-up route is still 401 (and a browser's
+	// navigation the login page).
+	resp, body = e.do(t, "GET", "/admin/none", api(nil))
+	e.want(t, resp, body, "/admin/none", http.StatusUnauthorized, false)
+	if got := resp.Header.Get("WWW-Authenticate"); got != `Bearer realm="sessiond"` {
+		t.Errorf("no session on the step-up route: WWW-Authenticate %q", got)
+	}
+	resp, body = e.do(t, "GET", "/admin/none-browser", browser(nil))
+	e.want(t, resp, body, "/admin/none-browser", http.StatusFound, false)
+	if got, want := resp.Header.Get("Location"), loginURL+"?rd="+url.QueryEscape(e.gw.URL+"/admin/none-browser"); got != want {
+		t.Errorf("no session on the step-up route, a browser: Location %q, want %q", got, want)
+	}
+
+	// The client's query never reaches sessiond: it neither lowers the
+	// step-up route's requirement nor raises the others'.
+	e.wantShort(t, "/admin/low-query?min_assurance_level=0&max_auth_age=0", api(map[string]string{"Cookie": low.cookie()}), assurance.ReasonLevelTooLow)
+	e.wantShort(t, "/admin/low-query-bad?min_assurance_level=x", api(map[string]string{"Cookie": low.cookie()}), assurance.ReasonLevelTooLow)
+	for i, q := range []string{"min_assurance_level=3", "max_auth_age=1s", "min_assurance_level=nonsense"} {
+		path := "/orders-query-" + strconv.Itoa(i)
+		resp, body = e.do(t, "GET", path+"?"+q, api(map[string]string{"Cookie": low.cookie()}))
+		e.want(t, resp, body, path, http.StatusOK, true)
+	}
+
+	// 16 minutes on, the level-2 session's authentication is too old for
+	// the step-up route, and still good for the others.
+	e.clock.Advance(16 * time.Minute)
+	e.wantShort(t, "/admin/high-late", api(map[string]string{"Cookie": high.cookie()}), assurance.ReasonReauthenticationRequired)
+	resp, body = e.do(t, "GET", "/orders-high-late", api(map[string]string{"Cookie": high.cookie()}))
+	e.want(t, resp, body, "/orders-high-late", http.StatusOK, true)
+
+	// The login backend's step-up: the rotated sessions pass.
+	reauthenticated := e.rotate(t, high, &sessionauthv1.RotateSessionRequest{Reauthenticated: true})
+	resp, body = e.do(t, "GET", "/admin/reauthenticated", api(map[string]string{"Cookie": reauthenticated.cookie()}))
+	e.want(t, resp, body, "/admin/reauthenticated", http.StatusOK, true)
+	e.wantIdentity(t, "/admin/reauthenticated", reauthenticated)
+	steppedUp := e.rotate(t, low, &sessionauthv1.RotateSessionRequest{AssuranceLevel: 2, Reauthenticated: true})
+	resp, body = e.do(t, "GET", "/admin/stepped-up", browser(map[string]string{"Cookie": steppedUp.cookie()}))
+	e.want(t, resp, body, "/admin/stepped-up", http.StatusOK, true)
+	e.wantIdentity(t, "/admin/stepped-up", steppedUp)
+}
+
+// wantShort checks the gateway's 403 for a live session short of the step-up
+// route's requirement: the reason in Sessiond-Reason and a JSON body, and
+// the upstream never sees the request.
+func (e *env) wantShort(t *testing.T, path string, headers map[string]string, reason string) {
+	t.Helper()
+	resp, body := e.do(t, "GET", path, headers)
+	p, _, _ := strings.Cut(path, "?")
+	e.want(t, resp, body, p, http.StatusForbidden, false)
+	wantReason(t, resp, body, reason, path)
+}
+
+func wantReason(t *testing.T, resp *http.Response, body, reason, what string) {
+	t.Helper()
+	if got := resp.Header.Get(assurance.HTTPHeader); got != reason {
+		t.Errorf("%s: %s %q, want %q", what, assurance.HTTPHeader, got, reason)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("%s: Content-Type %q, want application/json", what, ct)
+	}
+	var b assurance.Body
+	if err := json.Unmarshal([]byte(body), &b); err != nil || b.Error != reason {
+		t.Errorf("%s: body %q, want JSON with \"error\": %q", what, body, reason)
+	}
+	if resp.Header.Get("X-User-Id") != "" {
+		t.Errorf("%s: a 403 with X-User-Id %q", what, resp.Header.Get("X-User-Id"))
+	}
 }
 
 func TestSubstitute(t *testing.T) {

@@ -14,6 +14,7 @@ func TestNginx(t *testing.T) {
 		start:       startNginx,
 		unavailable: []int{http.StatusInternalServerError, http.StatusServiceUnavailable}, // auth_request: 500
 		postLogin:   http.StatusFound,                                                     // the docs' return 302
+		stepUpPage:  true,                                                                 // the docs' error_page 403
 	})
 }
 

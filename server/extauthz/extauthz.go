@@ -7,6 +7,7 @@ package extauthz
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sessiond/sessiond/internal/assurance"
 	"github.com/sessiond/sessiond/internal/credential"
 	"github.com/sessiond/sessiond/internal/retryafter"
 	"github.com/sessiond/sessiond/server"
@@ -56,6 +58,16 @@ type Config struct {
 // or a dead token gives 401, an unreachable Redis 503, any other fault 500.
 // The decision is in the CheckResponse: Check returns a gRPC error only for a
 // request without HTTP attributes.
+//
+// A route can demand a strong or recent enough authentication (step-up) with
+// the context_extensions min_assurance_level (0 to 3) and max_auth_age ("300s",
+// "5m" or seconds), set per virtual host or route in Envoy's ExtAuthzPerRoute.
+// A live session that falls short is denied with 403, the reason in the
+// Sessiond-Reason header and a JSON body (internal/assurance), and the status
+// PERMISSION_DENIED with its google.rpc.ErrorInfo; the session stays live. A
+// malformed requirement is denied with 500 and INVALID_ARGUMENT naming the
+// key, whatever the request carries: never allowed, and never a gRPC error,
+// which failure_mode_allow could turn into an allow.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	svc *server.Server
@@ -98,6 +110,14 @@ func (a *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	h := requestHeaders(httpReq)
 	cred := findCredential(h[authorizationHeader], h[cookieHeader], a.cfg.CookieName)
 	log := a.log.With("request_id", httpReq.GetId(), "credential", cred.source.String())
+	// The route's requirement first: a mistake in Envoy's configuration
+	// denies every request of the route, with or without a session, so that
+	// it shows at once.
+	need, err := requirement(req.GetAttributes().GetContextExtensions())
+	if err != nil {
+		log.ErrorContext(ctx, "ext_authz denied: the route's step-up requirement is malformed; fix Envoy's configuration", "error", err)
+		return misconfigured(err), nil
+	}
 	if cred.source == noCredential {
 		log.DebugContext(ctx, "ext_authz denied: no session token")
 		return unauthenticated(noTokenReason), nil
@@ -111,6 +131,13 @@ func (a *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if err != nil {
 		st := status.Convert(err)
 		log.DebugContext(ctx, "ext_authz denied", "code", st.Code().String())
+		return denied(st), nil
+	}
+	if err := a.svc.Require(sess, need); err != nil {
+		st := status.Convert(err)
+		info, _ := assurance.Denial(err)
+		log.DebugContext(ctx, "ext_authz denied: the session falls short of the route's requirement",
+			slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID), slog.String("reason", info.GetReason()))
 		return denied(st), nil
 	}
 	log.DebugContext(ctx, "ext_authz allowed", slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID))
@@ -145,6 +172,37 @@ func unauthenticated(msg string) *authv3.CheckResponse {
 	return denied(status.New(codes.Unauthenticated, msg))
 }
 
+// requirement is the route's demand of the session, from the
+// context_extensions Envoy sends for it (assurance.ParseRoute: a value
+// malformed or empty is an error).
+func requirement(ext map[string]string) (assurance.Requirement, error) {
+	given := func(key string) []string {
+		if v, ok := ext[key]; ok {
+			return []string{v}
+		}
+		return nil
+	}
+	need, err := assurance.ParseRoute(given(assurance.MinLevelParam), given(assurance.MaxAuthAgeParam))
+	if err != nil {
+		return need, fmt.Errorf("context_extensions %w", err)
+	}
+	return need, nil
+}
+
+// misconfigured is the deny decision for a route whose requirement is
+// malformed: 500 to the client, with a body that names the key for whoever
+// tries the route after changing Envoy's configuration.
+func misconfigured(err error) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_InternalServerError},
+			Headers: []*corev3.HeaderValueOption{overwrite("content-type", "text/plain; charset=utf-8")},
+			Body:    "500 Internal Server Error: the route's step-up requirement is malformed: " + err.Error() + "\n",
+		}},
+	}
+}
+
 // denied is the deny decision for st, a status of the validation: its code and
 // generic message go to the gateway, an HTTP status and a short body to the
 // client.
@@ -152,11 +210,25 @@ func denied(st *status.Status) *authv3.CheckResponse {
 	resp := &authv3.DeniedHttpResponse{
 		Headers: []*corev3.HeaderValueOption{overwrite("content-type", "text/plain; charset=utf-8")},
 	}
+	rpc := &rpcstatus.Status{Code: int32(st.Code()), Message: st.Message()}
 	switch st.Code() {
 	case codes.Unauthenticated:
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized}
 		resp.Headers = append(resp.Headers, overwrite("www-authenticate", wwwAuthenticate))
 		resp.Body = "401 Unauthorized: no valid session\n"
+	case codes.PermissionDenied:
+		// A live session short of the route's requirement: what the user must
+		// do, for the client (the header and the JSON body of every gateway)
+		// and for Envoy (the status with its ErrorInfo).
+		body, reason := assurance.HTTPBody(st.Err())
+		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_Forbidden}
+		resp.Headers = []*corev3.HeaderValueOption{
+			overwrite("content-type", "application/json"),
+			overwrite("x-content-type-options", "nosniff"),
+			overwrite(strings.ToLower(assurance.HTTPHeader), reason),
+		}
+		resp.Body = string(body)
+		rpc = st.Proto()
 	case codes.ResourceExhausted:
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests}
 		resp.Headers = append(resp.Headers, overwrite("retry-after", retryafter.Header(st)))
@@ -169,12 +241,11 @@ func denied(st *status.Status) *authv3.CheckResponse {
 		resp.Status = &typev3.HttpStatus{Code: typev3.StatusCode_InternalServerError}
 		resp.Body = "500 Internal Server Error: the session could not be checked\n"
 	}
-	code := st.Code()
-	if code == codes.OK { // never allow by accident
-		code = codes.Internal
+	if rpc.GetCode() == int32(codes.OK) { // never allow by accident
+		rpc.Code = int32(codes.Internal)
 	}
 	return &authv3.CheckResponse{
-		Status:       &rpcstatus.Status{Code: int32(code), Message: st.Message()},
+		Status:       rpc,
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: resp},
 	}
 }

@@ -7,20 +7,31 @@
 //
 //	/authz/auth-request   nginx auth_request, ingress-nginx auth-url: 200, 401
 //	                      (with Location to the login page for a browser
-//	                      navigation, for error_page), or 503; nginx turns
-//	                      anything else into 500
+//	                      navigation, for error_page), 403, or 503; nginx
+//	                      turns anything else into 500
 //	/authz/forward-auth   Traefik and Caddy, which pass the answer to the
 //	                      client on failure: 200, a 302/303 to the login page
-//	                      for a browser navigation, 401, 429 or 503
+//	                      for a browser navigation, 401, 403, 429 or 503
 //	/authz/ext-authz/...  Envoy's HTTP service (path_prefix): 200 allows,
-//	                      401, 429 or 503 deny
+//	                      401, 403, 429 or 503 deny
 //
 // A 200 names the session in response headers that the gateway copies to
 // the upstream request; they come only from the validated session, never
 // from the request.
+//
+// A route can demand a strong or recent enough authentication (step-up):
+// the query parameters min_assurance_level and max_auth_age of the endpoint's
+// URL, which the gateway's configuration holds (/authz/auth-request?
+// min_assurance_level=2&max_auth_age=15m), or for Envoy's HTTP service, whose
+// path and query are the client's own, the headers MinLevelHeader and
+// MaxAuthAgeHeader (its authorization_request.headers_to_add). A live session
+// that falls short gets 403 with the reason in the Sessiond-Reason header and
+// a JSON body (internal/assurance); a malformed requirement gets 500, never
+// an allow.
 package forwardauth
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -32,6 +43,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sessiond/sessiond/internal/assurance"
 	"github.com/sessiond/sessiond/internal/credential"
 	"github.com/sessiond/sessiond/internal/retryafter"
 	"github.com/sessiond/sessiond/server"
@@ -44,6 +56,14 @@ const (
 	AuthRequestPath = "/authz/auth-request"
 	ForwardAuthPath = "/authz/forward-auth"
 	ExtAuthzPrefix  = "/authz/ext-authz/"
+)
+
+// The request headers that carry a route's requirement to the Envoy HTTP
+// endpoint (ExtAuthzPrefix): the values of assurance.MinLevelParam and
+// assurance.MaxAuthAgeParam.
+const (
+	MinLevelHeader   = "X-Sessiond-Min-Assurance-Level"
+	MaxAuthAgeHeader = "X-Sessiond-Max-Auth-Age"
 )
 
 // The defaults of Config.
@@ -80,8 +100,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Observe, if not nil, is called once per request with the endpoint
 	// ("auth-request", "forward-auth", "ext-authz"), the outcome ("allowed",
-	// "unauthenticated", "rate_limited", "unavailable", "error") and the
-	// time it took: the metrics.
+	// "unauthenticated", "forbidden" (a live session short of the route's
+	// requirement), "rate_limited", "unavailable", "error") and the time it
+	// took: the metrics.
 	Observe func(endpoint, outcome string, took time.Duration)
 }
 
@@ -148,8 +169,17 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, p protocol) str
 	// The gateway is the caller (its address, for the rate limits); the end
 	// user is the client it forwards for, when it is a trusted proxy.
 	ctx := access.ContextWithCaller(r.Context(), access.Caller{Name: access.Anonymous, Addr: r.RemoteAddr})
-	token := h.token(r)
 	log := h.log.With("endpoint", p.String())
+	// The route's requirement first: a mistake in the gateway's
+	// configuration denies every request of the route, with or without a
+	// session, so that it shows at once.
+	need, err := requirement(r, p)
+	if err != nil {
+		log.ErrorContext(ctx, "forward auth denied: the route's step-up requirement is malformed; fix the gateway's configuration", "error", err)
+		http.Error(w, "500 Internal Server Error: the route's step-up requirement is malformed: "+err.Error(), http.StatusInternalServerError)
+		return "error"
+	}
+	token := h.token(r)
 	if token == "" {
 		log.DebugContext(ctx, "forward auth denied: no session token")
 		h.deny(w, r, p, status.New(codes.Unauthenticated, "no session token"))
@@ -162,9 +192,76 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, p protocol) str
 		h.deny(w, r, p, st)
 		return outcomeOf(st.Code())
 	}
+	if err := h.svc.Require(sess, need); err != nil {
+		info, ok := assurance.Denial(err)
+		if !ok { // never allowed: only Check's denials are expected here
+			st := status.Convert(err)
+			log.ErrorContext(ctx, "forward auth denied: checking the requirement failed", slog.String("session_id", sess.ID), "error", err)
+			h.deny(w, r, p, st)
+			return outcomeOf(st.Code())
+		}
+		log.DebugContext(ctx, "forward auth denied: the session falls short of the route's requirement",
+			slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID), slog.String("reason", info.GetReason()))
+		assurance.WriteHTTP(w, err)
+		return "forbidden"
+	}
 	log.DebugContext(ctx, "forward auth allowed", slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID))
 	h.allow(w, sess)
 	return "allowed"
+}
+
+// requirement is what the route asks of the session: the query parameters
+// of the endpoint's URL, which the gateway's configuration holds (nginx's
+// proxy_pass, Caddy's uri, Traefik's address); for Envoy's HTTP service the
+// headers MinLevelHeader and MaxAuthAgeHeader, since the path and query it
+// asks with are the client's own, never the operator's. A malformed,
+// empty or repeated value is an error (assurance.ParseRoute).
+func requirement(r *http.Request, p protocol) (assurance.Requirement, error) {
+	if p == envoyHTTP {
+		level, age := r.Header.Values(MinLevelHeader), r.Header.Values(MaxAuthAgeHeader)
+		if _, err := assurance.ParseRoute(level, nil); err != nil {
+			return assurance.Requirement{}, fmt.Errorf("header %s: %w", MinLevelHeader, err)
+		}
+		need, err := assurance.ParseRoute(level, age)
+		if err != nil {
+			return need, fmt.Errorf("header %s: %w", MaxAuthAgeHeader, err)
+		}
+		return need, nil
+	}
+	level, err := queryParam(r.URL.RawQuery, assurance.MinLevelParam)
+	if err != nil {
+		return assurance.Requirement{}, err
+	}
+	age, err := queryParam(r.URL.RawQuery, assurance.MaxAuthAgeParam)
+	if err != nil {
+		return assurance.Requirement{}, err
+	}
+	need, err := assurance.ParseRoute(level, age)
+	if err != nil {
+		return need, fmt.Errorf("query parameter %w", err)
+	}
+	return need, nil
+}
+
+// queryParam returns the values of the query parameter name in raw (a URL's
+// raw query), in order. A value that is not validly escaped is an error:
+// url.ParseQuery would skip it, and the requirement would be silently gone.
+func queryParam(raw, name string) ([]string, error) {
+	var out []string
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		if key, err := url.QueryUnescape(k); err != nil || key != name {
+			continue
+		}
+		val, err := url.QueryUnescape(v)
+		if err != nil {
+			return nil, fmt.Errorf("query parameter %s %q: not validly escaped", name, v)
+		}
+		out = append(out, val)
+	}
+	return out, nil
 }
 
 // token is the request's session token: "Authorization: Bearer", else the

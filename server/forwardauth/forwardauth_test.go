@@ -23,6 +23,7 @@ type env struct {
 	client sessionauthv1.SessionAuthorityClient
 	redis  *redistest.Server
 	d      *sessiondtest.Sessiond
+	clock  *testutil.Clock // sessiond's
 }
 
 func newEnv(t *testing.T, loginURL string, svc server.Config) *env {
@@ -31,8 +32,10 @@ func newEnv(t *testing.T, loginURL string, svc server.Config) *env {
 	cfg := sessiondtest.Config(rs.Addr())
 	cfg.Service = svc
 	cfg.ForwardAuth = daemon.ForwardAuthConfig{Listen: "127.0.0.1:0", LoginURL: loginURL}
+	clock := testutil.NewClock()
+	cfg.Clock = clock.Now
 	d := sessiondtest.Run(t, cfg)
-	return &env{base: "http://" + d.ForwardAuthAddr, client: sessionauthv1.NewSessionAuthorityClient(d.Conn), redis: rs, d: d}
+	return &env{base: "http://" + d.ForwardAuthAddr, client: sessionauthv1.NewSessionAuthorityClient(d.Conn), redis: rs, d: d, clock: clock}
 }
 
 func (e *env) create(t *testing.T, user string) (token, sessionID string) {
@@ -315,6 +318,9 @@ func TestMetrics(t *testing.T) {
 	tok, _ := e.create(t, "user-1")
 	e.ask(t, "GET", forwardauth.AuthRequestPath, map[string]string{"Cookie": cookie(tok)})
 	e.ask(t, "GET", forwardauth.ForwardAuthPath, nil)
+	e.ask(t, "GET", forwardauth.ForwardAuthPath+"?min_assurance_level=2", map[string]string{"Cookie": cookie(tok)})
+	e.ask(t, "GET", forwardauth.ExtAuthzPrefix, map[string]string{"Cookie": cookie(tok), forwardauth.MinLevelHeader: "3"})
+	e.ask(t, "GET", forwardauth.ExtAuthzPrefix, map[string]string{"Cookie": cookie(tok), forwardauth.MinLevelHeader: "x"})
 	resp, err := http.Get("http://" + e.d.AdminAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -324,7 +330,11 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		`sessiond_forward_auth_requests_total{endpoint="auth-request",outcome="allowed"} 1`,
 		`sessiond_forward_auth_requests_total{endpoint="forward-auth",outcome="unauthenticated"} 1`,
+		`sessiond_forward_auth_requests_total{endpoint="forward-auth",outcome="forbidden"} 1`,
+		`sessiond_forward_auth_requests_total{endpoint="ext-authz",outcome="forbidden"} 1`,
+		`sessiond_forward_auth_requests_total{endpoint="ext-authz",outcome="error"} 1`,
 		`sessiond_forward_auth_requests_total{endpoint="ext-authz",outcome="allowed"} 0`,
+		`sessiond_forward_auth_requests_total{endpoint="auth-request",outcome="forbidden"} 0`,
 		`sessiond_forward_auth_request_duration_seconds_count{endpoint="auth-request"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
