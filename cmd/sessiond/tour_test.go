@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,9 +23,10 @@ const readmeAddr = "localhost:50051"
 
 // TestTour runs docs/tour.sh, the README's grpcurl session, with the grpcurl
 // pinned in tools/go.mod against an in-process sessiond on the embedded
-// store; checks what it printed (codes, fields, counts; not tokens, ids or
-// times); and checks that the README shows the same commands, with output
-// that the run printed.
+// store; checks what it printed (codes, fields, counts, and how its times
+// relate; not the tokens, ids or times themselves); and checks that the
+// README shows the same commands and narration, with output that the run
+// printed.
 func TestTour(t *testing.T) {
 	t.Parallel()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
@@ -120,9 +122,15 @@ func parseSession(s string) []sessionStep {
 
 // tourSession and tourResponse are the JSON that grpcurl prints.
 type tourSession struct {
-	SessionID  string            `json:"sessionId"`
-	UserID     string            `json:"userId"`
-	Attributes map[string]string `json:"attributes"`
+	SessionID       string            `json:"sessionId"`
+	UserID          string            `json:"userId"`
+	Attributes      map[string]string `json:"attributes"`
+	CreatedAt       time.Time         `json:"createdAt"`
+	ExpiresAt       time.Time         `json:"expiresAt"`
+	IdleExpiresAt   time.Time         `json:"idleExpiresAt"`
+	AuthenticatedAt time.Time         `json:"authenticatedAt"`
+	AuthMethods     []string          `json:"authMethods"`
+	AssuranceLevel  int               `json:"assuranceLevel"`
 }
 
 type tourResponse struct {
@@ -133,17 +141,21 @@ type tourResponse struct {
 	RevokedCount  *int          `json:"revokedCount"`
 	Revoked       bool          `json:"revoked"`
 	Status        string        `json:"status"`
+	IssuedBefore  time.Time     `json:"issuedBefore"`
 }
 
 type tourEvent struct {
-	SessionIDs []string `json:"sessionIds"`
-	UserID     string   `json:"userId"`
-	Reason     string   `json:"reason"`
+	SessionIDs   []string  `json:"sessionIds"`
+	UserID       string    `json:"userId"`
+	Reason       string    `json:"reason"`
+	IssuedBefore time.Time `json:"issuedBefore"`
 }
 
-// checkTour checks the steps of docs/tour.sh's transcript, in order.
+// checkTour checks the steps of docs/tour.sh's transcript, in order. The
+// narration (comment lines with no output) is skipped.
 func checkTour(t *testing.T, steps []sessionStep) {
 	t.Helper()
+	steps = slices.DeleteFunc(steps, func(s sessionStep) bool { return strings.HasPrefix(s.cmd, "# ") && len(s.out) == 0 })
 	next := func(what string) sessionStep {
 		t.Helper()
 		if len(steps) == 0 {
@@ -199,19 +211,30 @@ func checkTour(t *testing.T, steps []sessionStep) {
 	next(method + "WatchRevocations")
 
 	first := call(method + "CreateSession")
-	if len(first.Token) != 72 || first.Session.SessionID == "" || first.Session.UserID != "user-42" || first.Session.Attributes["tenant"] != "acme" {
+	if len(first.Token) != 72 || first.Session.SessionID == "" || first.Session.UserID != "user-42" || first.Session.Attributes["tenant"] != "acme" ||
+		!slices.Equal(first.Session.AuthMethods, []string{"password"}) || first.Session.AssuranceLevel != 1 ||
+		!first.Session.AuthenticatedAt.Equal(first.Session.CreatedAt) || !first.Session.ExpiresAt.Equal(first.Session.CreatedAt.Add(2*time.Hour)) {
 		t.Errorf("CreateSession: %+v", first)
 	}
 	if assign("TOKEN") != first.Token || assign("SID") != first.Session.SessionID {
 		t.Error("TOKEN and SID are not CreateSession's")
 	}
 	second := call(method + "CreateSession")
-	if second.Session.SessionID == "" || second.Session.SessionID == first.Session.SessionID || second.Session.UserID != "user-42" {
+	if second.Session.SessionID == "" || second.Session.SessionID == first.Session.SessionID || second.Session.UserID != "user-42" ||
+		second.Session.AssuranceLevel != 1 || len(second.Session.AuthMethods) != 0 {
 		t.Errorf("the second CreateSession: %+v", second)
 	}
 	created := 2
 	if v := call(method + "ValidateSession"); v.Session.SessionID != first.Session.SessionID {
 		t.Errorf("ValidateSession of the first token: %+v", v)
+	}
+	// Level 1 where 2 is asked: denied, with the ErrorInfo that says why.
+	if s := next(method + "ValidateSession"); !strings.Contains(s.cmd, `\"min_assurance_level\":2`) {
+		t.Errorf("the step-up's validation %q asks for no min_assurance_level 2", s.cmd)
+	} else if out := strings.Join(s.out, "\n"); !strings.HasPrefix(out, "ERROR:\n  Code: PermissionDenied\n") ||
+		!strings.Contains(out, `"@type": "type.googleapis.com/google.rpc.ErrorInfo"`) ||
+		!strings.Contains(out, `"reason": "ASSURANCE_LEVEL_TOO_LOW"`) || !strings.Contains(out, `"domain": "sessiond"`) {
+		t.Errorf("ValidateSession with min_assurance_level 2 of a level 1 session printed\n%s\nwant PermissionDenied with an ErrorInfo ASSURANCE_LEVEL_TOO_LOW", out)
 	}
 
 	rotated := call(method + "RotateSession")
@@ -219,28 +242,67 @@ func checkTour(t *testing.T, steps []sessionStep) {
 		rotated.Session.SessionID == first.Session.SessionID || rotated.Session.UserID != "user-42" {
 		t.Errorf("RotateSession: %+v", rotated)
 	}
-	fail(method+"ValidateSession", "Unauthenticated") // the token rotated away
+	// The step-up: level 2, totp added, authenticated again; the same creation and expiry.
+	if r := rotated.Session; r.AssuranceLevel != 2 || !slices.Equal(r.AuthMethods, []string{"password", "totp"}) ||
+		!r.AuthenticatedAt.After(first.Session.AuthenticatedAt) || !r.CreatedAt.Equal(first.Session.CreatedAt) ||
+		!r.ExpiresAt.Equal(first.Session.ExpiresAt) || r.Attributes["tenant"] != "acme" {
+		t.Errorf("RotateSession with a step-up: %+v", r)
+	}
+	fail(method+"ValidateSession", "Unauthenticated") // the token rotated away, within the grace
 	if assign("TOKEN") != rotated.Token || assign("SID") != rotated.Session.SessionID {
 		t.Error("TOKEN and SID are not RotateSession's")
 	}
+	if s := next(method + "ValidateSession"); !strings.Contains(s.cmd, `\"min_assurance_level\":2`) || !strings.Contains(s.cmd, `\"max_auth_age\":`) {
+		t.Errorf("the validation after the step-up %q asks for no min_assurance_level 2 and max_auth_age", s.cmd)
+	} else {
+		var v tourResponse
+		if err := json.Unmarshal([]byte(strings.Join(s.out, "\n")), &v); err != nil || v.Session.SessionID != rotated.Session.SessionID || v.Session.AssuranceLevel != 2 {
+			t.Errorf("ValidateSession after the step-up printed %q (%v), want the rotated session", s.out, err)
+		}
+	}
 
-	page1 := call(method + "ListUserSessions")
-	if len(page1.Sessions) != 1 || page1.NextPageToken == "" {
-		t.Errorf("ListUserSessions, page 1: %+v", page1)
+	updated := call(method + "UpdateSession")
+	if u := updated.Session; u.SessionID != rotated.Session.SessionID || !maps.Equal(u.Attributes, map[string]string{"plan": "pro"}) ||
+		!u.ExpiresAt.Equal(rotated.Session.ExpiresAt) || u.AssuranceLevel != 2 {
+		t.Errorf("UpdateSession (set plan, remove tenant): %+v", u)
 	}
-	if assign("PAGE") != page1.NextPageToken {
-		t.Error("PAGE is not the nextPageToken")
+	if g := call(method + "GetSession").Session; g.SessionID != rotated.Session.SessionID || !maps.Equal(g.Attributes, updated.Session.Attributes) ||
+		g.AssuranceLevel != 2 || !slices.Equal(g.AuthMethods, rotated.Session.AuthMethods) {
+		t.Errorf("GetSession: %+v, want the updated session", g)
 	}
-	page2 := call(method + "ListUserSessions")
-	if len(page2.Sessions) != 1 || page2.NextPageToken != "" {
-		t.Errorf("ListUserSessions, page 2: %+v", page2)
+	extended := call(method + "ExtendSession").Session
+	if extended.SessionID != rotated.Session.SessionID || !extended.ExpiresAt.After(rotated.Session.ExpiresAt) ||
+		!extended.IdleExpiresAt.Equal(rotated.Session.IdleExpiresAt) || !maps.Equal(extended.Attributes, updated.Session.Attributes) {
+		t.Errorf("ExtendSession (ttl 24h): %+v; want a later expiresAt than %v and the idle expiry unchanged (%v)",
+			extended, rotated.Session.ExpiresAt, rotated.Session.IdleExpiresAt)
 	}
-	var listed []string
-	for _, s := range slices.Concat(page1.Sessions, page2.Sessions) {
-		listed = append(listed, s.SessionID)
+	if d := extended.ExpiresAt.Sub(extended.IdleExpiresAt); d < 23*time.Hour {
+		t.Errorf("ExtendSession (ttl 24h): expiresAt %v, only %v after the idle expiry", extended.ExpiresAt, d)
 	}
-	if want := []string{rotated.Session.SessionID, second.Session.SessionID}; !slices.Equal(slices.Sorted(slices.Values(listed)), slices.Sorted(slices.Values(want))) {
-		t.Errorf("listed %v, want the live sessions %v", listed, want)
+
+	live := []string{rotated.Session.SessionID, second.Session.SessionID}
+	for _, m := range []string{"ListUserSessions", "ListSessions"} {
+		page1 := call(method + m)
+		if len(page1.Sessions) != 1 || page1.NextPageToken == "" {
+			t.Errorf("%s, page 1: %+v", m, page1)
+		}
+		if assign("PAGE") != page1.NextPageToken {
+			t.Errorf("PAGE is not %s's nextPageToken", m)
+		}
+		page2 := call(method + m)
+		if len(page2.Sessions) != 1 || page2.NextPageToken != "" {
+			t.Errorf("%s, page 2: %+v", m, page2)
+		}
+		var listed []string
+		for _, s := range slices.Concat(page1.Sessions, page2.Sessions) {
+			listed = append(listed, s.SessionID)
+			if s.SessionID == rotated.Session.SessionID && (s.AssuranceLevel != 2 || !s.ExpiresAt.Equal(extended.ExpiresAt)) {
+				t.Errorf("%s listed %+v, not the session as extended", m, s)
+			}
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(listed)), slices.Sorted(slices.Values(live))) {
+			t.Errorf("%s listed %v, want the live sessions %v", m, listed, live)
+		}
 	}
 
 	// Every session the tour created but the one kept.
@@ -255,6 +317,7 @@ func checkTour(t *testing.T, steps []sessionStep) {
 	}
 
 	fail(method+"ValidateSession", "Unauthenticated")
+	fail(method+"GetSession", "NotFound")
 	if out := fail(method+"CreateSession", "InvalidArgument"); !strings.Contains(out, "google.rpc.BadRequest") || !strings.Contains(out, `"field": "ttl"`) {
 		t.Errorf("CreateSession with a negative ttl: %s, want a BadRequest about ttl", out)
 	}
@@ -264,6 +327,20 @@ func checkTour(t *testing.T, steps []sessionStep) {
 			t.Errorf("health: %+v", r)
 		}
 	}
+
+	// The incident button: a session created before the cutoff no longer validates.
+	last := call(method + "CreateSession")
+	if len(last.Token) != 72 || last.Session.UserID != "user-7" {
+		t.Errorf("CreateSession of user-7: %+v", last)
+	}
+	if assign("TOKEN") != last.Token {
+		t.Error("TOKEN is not user-7's")
+	}
+	cutoff := call(method + "RevokeAllSessions").IssuedBefore
+	if !cutoff.After(last.Session.CreatedAt) || cutoff.Nanosecond()%int(time.Millisecond) != 0 {
+		t.Errorf("RevokeAllSessions: issuedBefore %v, want a millisecond after user-7's session was created (%v)", cutoff, last.Session.CreatedAt)
+	}
+	fail(method+"ValidateSession", "Unauthenticated")
 
 	watched := next("# In the second terminal")
 	out := strings.Join(watched.out, "\n")
@@ -279,16 +356,19 @@ func checkTour(t *testing.T, steps []sessionStep) {
 		events = append(events, e)
 	}
 	want := []tourEvent{
-		{[]string{first.Session.SessionID}, "user-42", "REASON_ROTATED"},
-		{[]string{second.Session.SessionID}, "user-42", "REASON_USER_REVOKED"},
-		{[]string{rotated.Session.SessionID}, "user-42", "REASON_LOGOUT"},
+		{[]string{first.Session.SessionID}, "user-42", "REASON_ROTATED", time.Time{}},
+		{[]string{rotated.Session.SessionID}, "user-42", "REASON_UPDATED", time.Time{}}, // UpdateSession
+		{[]string{rotated.Session.SessionID}, "user-42", "REASON_UPDATED", time.Time{}}, // ExtendSession
+		{[]string{second.Session.SessionID}, "user-42", "REASON_USER_REVOKED", time.Time{}},
+		{[]string{rotated.Session.SessionID}, "user-42", "REASON_LOGOUT", time.Time{}},
+		{nil, "", "REASON_ALL_REVOKED", cutoff},
 	}
 	if !slices.EqualFunc(events, want, func(a, b tourEvent) bool {
-		return slices.Equal(a.SessionIDs, b.SessionIDs) && a.UserID == b.UserID && a.Reason == b.Reason
+		return slices.Equal(a.SessionIDs, b.SessionIDs) && a.UserID == b.UserID && a.Reason == b.Reason && a.IssuedBefore.Equal(b.IssuedBefore)
 	}) {
 		t.Errorf("revocation events %+v, want %+v", events, want)
 	}
-	for _, tok := range []string{first.Token, second.Token, rotated.Token} {
+	for _, tok := range []string{first.Token, second.Token, rotated.Token, last.Token} {
 		if strings.Contains(out, tok) {
 			t.Error("a revocation event holds a token")
 		}
