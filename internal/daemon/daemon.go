@@ -173,11 +173,13 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 		st = wrap(st)
 	}
 	var ( // nil without an admin listener to serve them
-		metrics   *server.Metrics
-		faMetrics *forwardAuthMetrics
+		metrics     *server.Metrics
+		faMetrics   *forwardAuthMetrics
+		undecodable *prometheus.CounterVec
 	)
 	if cfg.AdminListen != "" {
 		metrics = server.NewMetrics()
+		undecodable = newUndecodableMetric()
 		if cfg.ForwardAuth.Listen != "" {
 			faMetrics = newForwardAuthMetrics()
 		}
@@ -185,7 +187,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	cfg.Service.Logger, cfg.Service.Audit, cfg.Service.Metrics = log, audit, metrics
 	svc := server.New(st, cfg.Service)
 	hs := health.NewServer()
-	gs := newGRPCServer(cfg, svc, hs, sec.auth, log, slices.Concat(sec.serverOptions, tr.serverOptions()))
+	gs := newGRPCServer(cfg, svc, hs, sec.auth, undecodable, log, slices.Concat(sec.serverOptions, tr.serverOptions()))
 
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -193,7 +195,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	}
 	var own []prometheus.Collector
 	if metrics != nil {
-		own = append([]prometheus.Collector{metrics}, faMetrics.collectors()...)
+		own = append([]prometheus.Collector{metrics, undecodable}, faMetrics.collectors()...)
 	}
 	adm, err := newAdmin(cfg.AdminListen, own, rdb, hs, log)
 	if err != nil {

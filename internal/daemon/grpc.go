@@ -10,6 +10,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -35,7 +36,7 @@ var serviceName = sessionauthv1.SessionAuthority_ServiceDesc.ServiceName
 // authentication, logging (method, code, duration; never a payload, so never
 // a token), the caller's authorization, the store deadline, and panic
 // recovery.
-func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *access.Auth, log *slog.Logger, opts []grpc.ServerOption) *grpc.Server {
+func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *access.Auth, undecodableCount *prometheus.CounterVec, log *slog.Logger, opts []grpc.ServerOption) *grpc.Server {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -50,13 +51,17 @@ func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *acce
 		}),
 	}
 	l := callLogger{log}
+	undecodableUnary, undecodableStream := undecodableInterceptors(undecodableCount, log)
 	// Metrics come first, so they count every call, refused ones included:
-	// metrics → logging → auth → recovery.
+	// metrics → logging → auth → recovery. A request that did not decode is
+	// refused once it is counted and logged.
 	unary, stream := cfg.Service.Metrics.Interceptors()
 	gs := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.ForceServerCodecV2(newCodec()),
 		grpc.ChainUnaryInterceptor(slices.Concat(unary, []grpc.UnaryServerInterceptor{
 			auth.AuthenticateUnary,
 			l.unary(logging.UnaryServerInterceptor(logger, logOpts...)),
+			undecodableUnary,
 			auth.AuthorizeUnary,
 			svc.UnaryDeadlineInterceptor,
 			recovery.UnaryServerInterceptor(recoverOpts...),
@@ -64,6 +69,7 @@ func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *acce
 		grpc.ChainStreamInterceptor(append(stream,
 			auth.AuthenticateStream,
 			l.stream(logging.StreamServerInterceptor(logger, logOpts...)),
+			undecodableStream,
 			auth.AuthorizeStream,
 			recovery.StreamServerInterceptor(recoverOpts...),
 		)...),
