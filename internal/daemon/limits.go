@@ -36,10 +36,20 @@ type Limits struct {
 	// (the client reconnects when it needs to); after Time without
 	// activity the server pings the client and closes the connection if no
 	// answer comes within Timeout, so a vanished client (and its
-	// WatchRevocations stream) does not linger. MaxConnectionAge is not
-	// set: it would end every WatchRevocations stream, and each client's
-	// cache with it, on a schedule.
+	// WatchRevocations stream) does not linger. A connection older than
+	// MaxConnectionAge (give or take 10%) is asked to go away, and closed
+	// MaxConnectionAgeGrace later with whatever is still open on it, so that
+	// a caller's credentials are checked again at least that often: a
+	// client certificate that was revoked or expired, an identity that a
+	// reloaded CA no longer vouches for. It ends each WatchRevocations
+	// stream (and the cache of the client behind it, which reconnects and
+	// refills) once per age.
 	Keepalive keepalive.ServerParameters
+	// StreamResets bounds the RST_STREAM frames one connection may send
+	// (HTTP/2 rapid reset, resets.go): past it, the connection gets GOAWAY
+	// (ENHANCE_YOUR_CALM) and is closed. A well-behaved client resets a
+	// stream only when it gives up on a call (a deadline, a cancellation).
+	StreamResets ResetLimit
 }
 
 // DefaultLimits are the limits sessiond runs with.
@@ -53,10 +63,13 @@ var DefaultLimits = Limits{
 		PermitWithoutStream: true,
 	},
 	Keepalive: keepalive.ServerParameters{
-		MaxConnectionIdle: 5 * time.Minute,
-		Time:              30 * time.Second,
-		Timeout:           10 * time.Second,
+		MaxConnectionIdle:     5 * time.Minute,
+		MaxConnectionAge:      time.Hour,
+		MaxConnectionAgeGrace: time.Minute,
+		Time:                  30 * time.Second,
+		Timeout:               10 * time.Second,
 	},
+	StreamResets: ResetLimit{PerSecond: 200, Burst: 1000},
 }
 
 // withDefaults returns l with its zero fields replaced by DefaultLimits'.
@@ -79,6 +92,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.Keepalive == (keepalive.ServerParameters{}) {
 		l.Keepalive = d.Keepalive
+	}
+	if l.StreamResets.PerSecond <= 0 || l.StreamResets.Burst <= 0 {
+		l.StreamResets = d.StreamResets
 	}
 	return l
 }

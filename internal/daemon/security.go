@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sessiond/sessiond/server/access"
 )
@@ -87,13 +88,14 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 	sec.serverOptions = s.Limits.serverOptions()
 
 	clientCerts := "off"
+	creds := insecure.NewCredentials()
 	if s.TLSCertFile != "" {
 		r, err := newTLSReloader(tlsFiles{CertFile: s.TLSCertFile, KeyFile: s.TLSKeyFile,
 			ClientCAFile: s.TLSClientCAFile, RequireClientCert: s.RequireClientCert})
 		if err != nil {
 			return nil, fmt.Errorf("--tls-cert-file/--tls-key-file/--tls-client-ca-file: %w", err)
 		}
-		sec.serverOptions = append(sec.serverOptions, grpc.Creds(credentials.NewTLS(r.Config("h2"))))
+		creds = credentials.NewTLS(r.Config("h2"))
 		sec.httpTLS = r.Config("h2", "http/1.1")
 		sec.files.watch("TLS certificates", r.Reload, s.TLSCertFile, s.TLSKeyFile, s.TLSClientCAFile)
 		switch {
@@ -103,6 +105,7 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 			clientCerts = "verified if given"
 		}
 	}
+	sec.serverOptions = append(sec.serverOptions, grpc.Creds(newResetCreds(creds, s.Limits.StreamResets, log)))
 
 	var keys *access.APIKeys
 	var policy *access.Policy
