@@ -36,6 +36,7 @@ type flags struct {
 	rotationGrace               time.Duration // 0: none (store: negative)
 	logLevel, logFormat         string
 	maxConcurrentStreams        uint
+	maxConnectionAge            time.Duration
 	insecure                    bool
 }
 
@@ -91,6 +92,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 	fs.BoolVar(&f.insecure, "insecure", false, "allow listening on a non-loopback address with neither TLS nor a policy (anyone who reaches it may call anything)")
 	fs.DurationVar(&sec.ReloadInterval, "reload-interval", daemon.DefaultReloadInterval, "how often the TLS, API keys and policy files are checked for changes")
 	fs.IntVar(&sec.Limits.MaxRecvMsgSize, "max-recv-msg-size", daemon.DefaultLimits.MaxRecvMsgSize, "largest request message in bytes (larger: ResourceExhausted)")
+	fs.DurationVar(&f.maxConnectionAge, "max-connection-age", daemon.DefaultLimits.Keepalive.MaxConnectionAge, "a client connection older than this (give or take 10%) is asked to reconnect, and closed a minute later,\nso that its credentials are checked again; it ends WatchRevocations streams, which clients reopen")
 	fs.UintVar(&f.maxConcurrentStreams, "max-concurrent-streams", uint(daemon.DefaultLimits.MaxConcurrentStreams), "calls in flight per client connection (WatchRevocations streams included)")
 
 	fs.Float64Var(&svc.CreateLimit.PerSecond, "rate-limit-create", 100, "CreateSession calls per second per caller, in each replica (0: no limit)")
@@ -149,6 +151,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 		st.RotationGrace = -1 // none
 	}
 	sec.Limits.MaxConcurrentStreams = uint32(min(f.maxConcurrentStreams, math.MaxUint32))
+	sec.Limits.Keepalive = daemon.DefaultLimits.Keepalive
+	sec.Limits.Keepalive.MaxConnectionAge = f.maxConnectionAge
 	c.Getenv = getenv
 	return c, check(&c, &f)
 }
@@ -294,6 +298,9 @@ func checkSecurity(c *daemon.Config, f *flags) []error {
 	}
 	if s.Limits.MaxRecvMsgSize < 4<<10 || s.Limits.MaxRecvMsgSize > 16<<20 {
 		bad("--max-recv-msg-size %d: want 4096 to 16777216 bytes", s.Limits.MaxRecvMsgSize)
+	}
+	if f.maxConnectionAge < time.Minute {
+		bad("--max-connection-age %v: want at least 1m", f.maxConnectionAge)
 	}
 	if f.maxConcurrentStreams < 1 || f.maxConcurrentStreams > 1<<20 {
 		bad("--max-concurrent-streams %d: want 1 to 1048576", f.maxConcurrentStreams)

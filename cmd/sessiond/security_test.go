@@ -524,6 +524,86 @@ func TestPolicyAndKeysReload(t *testing.T) {
 	waitFor(t, "the new policy", func() bool { return call() == codes.OK })
 }
 
+// TestRetiredKeyEndsItsStreams: a WatchRevocations stream opened with an
+// API key ends (PermissionDenied) when the key is removed from the keys file,
+// or when the policy withdraws its grant; a stream opened with a key that
+// stays is not disturbed.
+func TestRetiredKeyEndsItsStreams(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	retired, retiredLine := newAPIKey(t, "retired", "validator")
+	kept, keptLine := newAPIKey(t, "kept", "validator")
+	demoted, demotedLine := newAPIKey(t, "demoted", "")
+	keysFile := writeFile(t, dir, "keys", []byte(retiredLine+"\n"+keptLine+"\n"+demotedLine+"\n"))
+	grant := `{"rules": [{"callers": ["demoted"], "grant": ["validator"]}]}`
+	policy := writeFile(t, dir, "policy.json", []byte(grant))
+	addr, logs := serve(t, "--api-keys-file="+keysFile, "--policy-file="+policy, "--reload-interval=20ms")
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	watch := func(key string) <-chan error {
+		t.Helper()
+		stream, err := sessionauthv1.NewSessionAuthorityClient(conn).WatchRevocations(metadata.AppendToOutgoingContext(ctx, "x-api-key", key), &sessionauthv1.WatchRevocationsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Wait for its headers: sessiond's subscription (and the stream's
+		// authorization) is in place.
+		if _, err := stream.Header(); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := stream.Recv(); err != nil {
+					ended <- err
+					return
+				}
+			}
+		}()
+		return ended
+	}
+	var retiredEnd, keptEnd, demotedEnd <-chan error
+	waitFor(t, "the revocation subscription", func() bool {
+		retiredEnd = watch(retired)
+		select {
+		case err := <-retiredEnd:
+			return status.Code(err) != codes.Unavailable // not subscribed yet: again
+		case <-time.After(100 * time.Millisecond):
+			return true
+		}
+	})
+	keptEnd, demotedEnd = watch(kept), watch(demoted)
+	ended := func(ch <-chan error, what string) {
+		t.Helper()
+		select {
+		case err := <-ch:
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "withdrawn") {
+				t.Fatalf("%s: the stream ended with %v, want PermissionDenied saying access was withdrawn", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the stream is still open 10s later", what)
+		}
+	}
+
+	writeFile(t, dir, "keys", []byte(keptLine+"\n"+demotedLine+"\n"))
+	ended(retiredEnd, "the retired key")
+	writeFile(t, dir, "policy.json", []byte(`{}`))
+	ended(demotedEnd, "the key whose grant was withdrawn")
+	select {
+	case err := <-keptEnd:
+		t.Fatalf("the stream of a key that stays ended: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if !strings.Contains(logs.String(), "open stream ended: access withdrawn") {
+		t.Fatal("no log line for the ended streams")
+	}
+}
+
 func waitFor(t *testing.T, what string, ok func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {

@@ -128,3 +128,16 @@ func (k *APIKeys) lookup(key string) (apiKey, bool) {
 	}
 	return k.keys[found], true
 }
+
+// byHash finds the entry with this hash (of a key that was presented before).
+func (k *APIKeys) byHash(h [sha256.Size]byte) (apiKey, bool) {
+	if k == nil {
+		return apiKey{}, false
+	}
+	for _, key := range k.keys {
+		if key.hash == h {
+			return key, true
+		}
+	}
+	return apiKey{}, false
+}

@@ -2,12 +2,14 @@ package access
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"google.golang.org/grpc"
@@ -71,6 +73,21 @@ type Auth struct {
 	log    *slog.Logger
 	keys   atomic.Pointer[APIKeys]
 	policy atomic.Pointer[Policy]
+
+	// streams are the open streams that authorization let through, checked
+	// again whenever the keys or the policy change (recheck).
+	mu      sync.Mutex
+	streams map[*openStream]struct{}
+}
+
+// openStream is a stream authorized under the keys and policy of its start.
+type openStream struct {
+	method string
+	caller Caller
+	// key is the hash of the API key that identified the caller; nil for a
+	// certificate (or no identity).
+	key    *[sha256.Size]byte
+	cancel context.CancelCauseFunc
 }
 
 // New returns an Auth for cfg. It does no I/O.
@@ -95,6 +112,7 @@ func (a *Auth) SetAPIKeys(keys *APIKeys) {
 		keys = &APIKeys{}
 	}
 	a.keys.Store(keys)
+	a.recheck()
 }
 
 // SetPolicy replaces the policy (nil: the built-in roles only); calls that
@@ -104,11 +122,59 @@ func (a *Auth) SetPolicy(p *Policy) {
 		p = builtinPolicy()
 	}
 	a.policy.Store(p)
+	a.recheck()
+}
+
+// errAccessWithdrawn is the cause of a stream's end when its caller's access
+// is withdrawn while it is open.
+var errAccessWithdrawn = errors.New("access withdrawn")
+
+// recheck ends every open stream whose caller the current keys and policy
+// no longer let make its call: a retired API key, or a role or grant taken
+// away. A client certificate stays valid for the connection's life (the
+// server's maximum connection age bounds it).
+func (a *Auth) recheck() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for s := range a.streams {
+		a.recheckLocked(s)
+	}
+}
+
+// recheckLocked ends s if the current keys and policy no longer let its
+// caller make its call (a.mu held).
+func (a *Auth) recheckLocked(s *openStream) {
+	keys, policy := a.keys.Load(), a.policy.Load()
+	c := s.caller
+	if s.key != nil {
+		key, ok := keys.byHash(*s.key)
+		if !ok {
+			a.end(s, "its API key was removed from the keys file")
+			return
+		}
+		c.Name, c.Roles = key.name, policy.rolesOf(key.name, key.roles)
+	} else if c.Name != Anonymous {
+		c.Roles = policy.rolesOf(c.Name, nil)
+	}
+	if !policy.allows(c, s.method) {
+		a.end(s, "the policy no longer allows it")
+	}
+}
+
+// end ends stream s (a.mu held).
+func (a *Auth) end(s *openStream, why string) {
+	a.log.Warn("open stream ended: access withdrawn", "method", s.method, "caller", s.caller, "reason", why)
+	s.cancel(errAccessWithdrawn)
+	delete(a.streams, s)
 }
 
 var errBadAPIKey = errors.New("invalid API key")
 
 type authErrKey struct{}
+
+// apiKeyHashKey is the context key of the hash of the API key that
+// identified the caller (for recheck).
+type apiKeyHashKey struct{}
 
 // authenticate establishes the caller of the call in ctx and returns ctx
 // carrying it (ContextWithCaller), and without the API key in its metadata.
@@ -118,7 +184,7 @@ func (a *Auth) authenticate(ctx context.Context, method string) context.Context 
 	if a == nil {
 		return ctx
 	}
-	c, err := a.identify(ctx)
+	c, key, err := a.identify(ctx)
 	if err != nil && strings.HasPrefix(method, healthServicePrefix) {
 		err = nil // probes' calls are never refused
 	}
@@ -131,6 +197,9 @@ func (a *Auth) authenticate(ctx context.Context, method string) context.Context 
 		ctx = context.WithValue(ctx, authErrKey{}, err)
 	} else if !a.cfg.Enforce || slices.Contains(c.Roles, RoleEndUserProxy) {
 		c.EndUser = endUser(ctx)
+	}
+	if key != nil {
+		ctx = context.WithValue(ctx, apiKeyHashKey{}, key)
 	}
 	return ContextWithCaller(ctx, c)
 }
@@ -155,8 +224,9 @@ func endUser(ctx context.Context) string {
 
 // identify returns the caller: the identity of its verified client
 // certificate if it presented one (an API key is then ignored), else its API
-// key's name, else Anonymous; with its roles.
-func (a *Auth) identify(ctx context.Context) (Caller, error) {
+// key's name, else Anonymous; with its roles, and the hash of the API key
+// that identified it (nil if none did).
+func (a *Auth) identify(ctx context.Context) (Caller, *[sha256.Size]byte, error) {
 	c := Caller{Name: Anonymous}
 	p, _ := peer.FromContext(ctx)
 	if p != nil && p.Addr != nil {
@@ -166,23 +236,23 @@ func (a *Auth) identify(ctx context.Context) (Caller, error) {
 	if name := certIdentity(p); name != "" {
 		c.Name = name
 		c.Roles = policy.rolesOf(name, nil)
-		return c, nil
+		return c, nil, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	presented := md.Get(a.cfg.APIKeyHeader)
 	switch {
 	case len(presented) == 0:
-		return c, nil
+		return c, nil, nil
 	case len(presented) > 1:
-		return c, errBadAPIKey
+		return c, nil, errBadAPIKey
 	}
 	key, ok := a.keys.Load().lookup(presented[0])
 	if !ok {
-		return c, errBadAPIKey
+		return c, nil, errBadAPIKey
 	}
 	c.Name = key.name
 	c.Roles = policy.rolesOf(key.name, key.roles)
-	return c, nil
+	return c, &key.hash, nil
 }
 
 // certIdentity is the identity in the peer's verified client certificate:
@@ -253,12 +323,39 @@ func (a *Auth) AuthorizeUnary(ctx context.Context, req any, info *grpc.UnaryServ
 	return handler(ctx, req)
 }
 
-// AuthorizeStream is the stream authorization interceptor.
+// AuthorizeStream is the stream authorization interceptor. With
+// authorization on, the stream stays authorized only as long as its caller
+// is: when the keys or the policy change so that the caller may no longer
+// make the call (its API key removed, a grant withdrawn), the stream's
+// context is cancelled and the stream ends with PermissionDenied.
 func (a *Auth) AuthorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if err := a.authorize(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
-	return handler(srv, ss)
+	if a == nil || !a.cfg.Enforce || strings.HasPrefix(info.FullMethod, healthServicePrefix) {
+		return handler(srv, ss)
+	}
+	ctx, cancel := context.WithCancelCause(ss.Context())
+	defer cancel(nil)
+	key, _ := ctx.Value(apiKeyHashKey{}).(*[sha256.Size]byte)
+	open := &openStream{method: info.FullMethod, caller: CallerFromContext(ctx), key: key, cancel: cancel}
+	a.mu.Lock()
+	if a.streams == nil {
+		a.streams = map[*openStream]struct{}{}
+	}
+	a.streams[open] = struct{}{}
+	a.recheckLocked(open) // the keys or policy may have changed since authorize
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		delete(a.streams, open)
+		a.mu.Unlock()
+	}()
+	err := handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+	if errors.Is(context.Cause(ctx), errAccessWithdrawn) {
+		return status.Errorf(codes.PermissionDenied, "%s: the caller's access was withdrawn while the stream was open (API key removed or policy changed); reconnect with current credentials", info.FullMethod)
+	}
+	return err
 }
 
 // contextStream is ss with another context.
