@@ -73,7 +73,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 	fs.DurationVar(&st.CutoffMaxAge, "cutoff-max-age", store.DefaultCutoffMaxAge, "how long the RevokeAllSessions cutoff read from Redis is trusted: every replica re-reads it 4 times in this\ninterval, and refuses to validate (Unavailable, not ready) while it cannot")
 	fs.DurationVar(&svc.RequestTimeout, "request-timeout", server.DefaultRequestTimeout, "longest a call waits for Redis before failing with Unavailable")
 	fs.DurationVar(&c.HealthInterval, "health-interval", daemon.DefaultHealthInterval, "how often Redis is pinged for the health service")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "on SIGINT/SIGTERM, how long in-flight calls may take to finish")
+	fs.DurationVar(&c.DrainDelay, "shutdown-drain-delay", 3*time.Second, "on SIGINT/SIGTERM, how long sessiond serves on with its readiness NOT_SERVING before it closes its listener,\nso that load balancers stop sending first (raise it to what your balancer needs to notice; 0: none)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", daemon.DefaultShutdownTimeout, "on SIGINT/SIGTERM, once the listener is closed, how long in-flight calls may take to finish")
 	fs.BoolVar(&c.Reflection, "reflection", true, "serve gRPC server reflection (for grpcurl)")
 	fs.BoolVar(&c.ExtAuthz, "ext-authz", true, "serve Envoy's external authorization API (envoy.service.auth.v3.Authorization/Check)")
 	fs.StringVar(&c.ExtAuthzConfig.CookieName, "authz-cookie-name", extauthz.DefaultCookieName, "ext_authz: the cookie that carries the token when there is no Authorization: Bearer header")
@@ -212,6 +213,9 @@ func check(c *daemon.Config, f *flags) error {
 	}
 	if f.rotationGrace < 0 {
 		bad("--rotation-grace %v: must not be negative (0: no grace)", f.rotationGrace)
+	}
+	if c.DrainDelay < 0 {
+		bad("--shutdown-drain-delay %v: must not be negative", c.DrainDelay)
 	}
 	if st.CutoffMaxAge < 100*time.Millisecond || st.CutoffMaxAge > time.Minute {
 		bad("--cutoff-max-age %v: want 100ms to 1m", st.CutoffMaxAge)

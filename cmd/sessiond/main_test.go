@@ -37,7 +37,7 @@ func startRun(t *testing.T, args []string, getenv func(string) string) (*grpc.Cl
 	done := make(chan error, 1)
 	logs := &testutil.SyncBuffer{}
 	go func() {
-		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--forward-auth-listen", "127.0.0.1:0"}, args...), getenv, logs, notify(ready))
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--forward-auth-listen", "127.0.0.1:0", "--shutdown-drain-delay=0"}, args...), getenv, logs, notify(ready))
 	}()
 	var addr net.Addr
 	select {

@@ -146,7 +146,7 @@ func serve(t *testing.T, args ...string) (string, *testutil.SyncBuffer) {
 	done := make(chan error, 1)
 	logs := &testutil.SyncBuffer{}
 	go func() {
-		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--forward-auth-listen", "127.0.0.1:0", "--log-level=debug"}, args...), noEnv, logs, notify(ready))
+		done <- run(ctx, append([]string{"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--forward-auth-listen", "127.0.0.1:0", "--log-level=debug", "--shutdown-drain-delay=0"}, args...), noEnv, logs, notify(ready))
 	}()
 	select {
 	case addr := <-ready:

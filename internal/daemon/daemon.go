@@ -76,8 +76,14 @@ type Config struct {
 	// HealthInterval is how often Redis is pinged for the health service
 	// (--health-interval); 0 means DefaultHealthInterval.
 	HealthInterval time.Duration
+	// DrainDelay is how long sessiond goes on serving once ctx ends, with
+	// every health status NOT_SERVING, before it closes its listener
+	// (--shutdown-drain-delay): the time load balancers need to see it
+	// unready and stop sending it calls. 0 means none.
+	DrainDelay time.Duration
 	// ShutdownTimeout is how long in-flight calls may take to finish once
-	// ctx ends (--shutdown-timeout); 0 means DefaultShutdownTimeout.
+	// the listener is closed (--shutdown-timeout); 0 means
+	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 
 	// Log is the operational log.
@@ -124,8 +130,9 @@ type LogConfig struct {
 }
 
 // Run runs sessiond until ctx ends, then stops gracefully: probes see
-// NOT_SERVING, revocation streams end, in-flight calls get ShutdownTimeout
-// to finish. It returns an error if sessiond cannot start (a file that does
+// NOT_SERVING while it serves on for DrainDelay, then the listener closes
+// (new calls are refused: Unavailable), revocation streams end, and
+// in-flight calls get ShutdownTimeout to finish. It returns an error if sessiond cannot start (a file that does
 // not read, an address in use) or stops serving early.
 func Run(ctx context.Context, cfg Config) error {
 	return run(ctx, cfg, nil)
@@ -239,8 +246,15 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	case err = <-serveErr:
 		err = fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
-		log.Info("shutting down: finishing in-flight calls", "timeout", cfg.ShutdownTimeout)
-		hs.Shutdown()     // probes see NOT_SERVING while calls drain
+		hs.Shutdown() // probes see NOT_SERVING while calls drain
+		if cfg.DrainDelay > 0 {
+			log.Info("shutting down: not ready, serving on while load balancers stop sending", "drain_delay", cfg.DrainDelay)
+			select {
+			case err = <-serveErr:
+			case <-time.After(cfg.DrainDelay):
+			}
+		}
+		log.Info("shutting down: listener closed, finishing in-flight calls", "timeout", cfg.ShutdownTimeout)
 		stopRevocations() // end WatchRevocations streams: clients drop their caches
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()

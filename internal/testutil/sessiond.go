@@ -40,7 +40,8 @@ type Process struct {
 // admin listen addresses and JSON logs) until the test ends, and waits until it serves.
 func StartSessiond(tb testing.TB, bin string, args ...string) *Process {
 	tb.Helper()
-	cmd := exec.Command(bin, append([]string{"--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0", "--forward-auth-listen=127.0.0.1:0", "--log-format=json"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0", "--forward-auth-listen=127.0.0.1:0", "--log-format=json",
+		"--shutdown-drain-delay=0"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -92,3 +93,15 @@ func (p *Process) Stop() {
 		<-p.done
 	}
 }
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Kill kills the process (SIGKILL) and waits for it.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Exited is closed when the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.done }
