@@ -28,6 +28,9 @@ type auditEvent struct {
 	Count             int       `json:"count"`
 	ReplacedSessionID string    `json:"replaced_session_id"`
 	ExceptSessionID   string    `json:"except_session_id"`
+	ReusedSessionID   string    `json:"reused_session_id"`
+	IssuedBefore      time.Time `json:"issued_before"`
+	Change            string    `json:"change"`
 	UserID            string    `json:"user_id"`
 	Caller            struct {
 		Name string `json:"name"`

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"github.com/sessiond/sessiond/server/store"
@@ -147,7 +148,8 @@ func lifetimeOK(d *durationpb.Duration, def, limit time.Duration) (time.Duration
 var knownFields = map[string]bool{
 	"user_id": true, "email": true, "client_ip": true, "user_agent": true, "attributes": true, "ttl": true,
 	"idle_timeout": true, "token": true, "session_id": true, "target": true, "page_size": true, "page_token": true,
-	"except_session_id": true,
+	"except_session_id": true, "auth_methods": true, "assurance_level": true, "min_assurance_level": true, "max_auth_age": true,
+	"add_auth_methods": true, "set_attributes": true, "remove_attributes": true, "issued_before": true,
 }
 
 // checkInvalidArgument fails unless err is InvalidArgument with a BadRequest
@@ -398,3 +400,117 @@ func wellFormedToken(s string) bool {
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	return err == nil && len(s) == 72 && len(raw) == 54 && raw[0] == 1
 }
+
+// methodsOK is the documented form of a list of authentication methods: at
+// most 16 distinct entries of 1 to 64 bytes of ASCII letters, digits, '.',
+// '_', ':' or '-'. It returns the list without duplicates.
+func methodsOK(methods []string) ([]string, bool) {
+	var out []string
+	for _, m := range methods {
+		if m == "" || len(m) > 64 || strings.IndexFunc(m, func(r rune) bool {
+			return !(r < 128 && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("._:-", r)))
+		}) >= 0 {
+			return nil, false
+		}
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out, len(out) <= 16
+}
+
+// FuzzLifecycleRequests runs the validation of the lifecycle's fields on
+// fuzzed input: CreateSession's auth_methods and assurance_level,
+// ValidateSession's min_assurance_level and max_auth_age, RotateSession's
+// step-up, UpdateSession, GetSession, ExtendSession, ListSessions and
+// RevokeAllSessions. methods is a "|"-separated list. Input over a limit
+// never reaches the store and is InvalidArgument with a BadRequest; input
+// within every limit reaches it (Redis is down here: Unavailable).
+func FuzzLifecycleRequests(f *testing.F) {
+	st := newRecordingStore(f)
+	svc := st.service()
+	ctx := context.Background()
+	valid := "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB" // well formed, unknown
+	f.Fuzz(func(t *testing.T, methods string, level int32, ageSet bool, ageSec int64, ageNanos int32,
+		sessionID, attrKey, attrValue, removeKey, pageToken string, pageSize int32, beforeSec int64, beforeNanos int32) {
+		var list []string
+		if methods != "" {
+			list = strings.Split(methods, "|")
+		}
+		deduped, mOK := methodsOK(list)
+		levelOK := level >= 0 && level <= 3
+		reaches := func(rpc string, ok bool, err error) {
+			t.Helper()
+			if !ok {
+				checkInvalidArgument(t, rpc, err)
+				if st.reached() {
+					t.Fatalf("%s: rejected input reached the store", rpc)
+				}
+				return
+			}
+			if code := status.Code(err); code == codes.InvalidArgument || !st.reached() {
+				t.Fatalf("%s: input within every limit: %v (reached the store: %v)", rpc, err, st.reached())
+			}
+		}
+
+		st.reset()
+		_, err := svc.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "u", AuthMethods: list, AssuranceLevel: level})
+		reaches("CreateSession", mOK && levelOK, err)
+		if mOK && levelOK && (!slices.Equal(st.created.AuthMethods, deduped) || st.created.AssuranceLevel != int(level)) {
+			t.Fatalf("CreateSession: the store got methods %q level %d, want %q %d", st.created.AuthMethods, st.created.AssuranceLevel, deduped, level)
+		}
+
+		age := duration(ageSet, ageSec, ageNanos)
+		ageOK := age == nil || (age.CheckValid() == nil && age.AsDuration() >= 0)
+		st.reset()
+		_, err = svc.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: valid, MinAssuranceLevel: level, MaxAuthAge: age})
+		reaches("ValidateSession", levelOK && ageOK, err)
+
+		st.reset()
+		_, err = svc.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: valid, AssuranceLevel: level, AddAuthMethods: list})
+		reaches("RotateSession", mOK && levelOK, err)
+
+		idOK := sessionID != "" && sessionIDForm.MatchString(sessionID)
+		set := map[string]string{}
+		if attrKey != "" || attrValue != "" {
+			set[attrKey] = attrValue
+		}
+		var remove []string
+		if removeKey != "" {
+			remove = []string{removeKey}
+		}
+		changeOK := (len(set) > 0 || len(remove) > 0) &&
+			(len(set) == 0 || (attrKey != "" && textOK(attrKey, 64, true) && len(attrValue) <= 1024)) &&
+			(len(remove) == 0 || textOK(removeKey, 64, true))
+		st.reset()
+		_, err = svc.UpdateSession(ctx, &sessionauthv1.UpdateSessionRequest{Target: &sessionauthv1.UpdateSessionRequest_SessionId{SessionId: sessionID}, SetAttributes: set, RemoveAttributes: remove})
+		reaches("UpdateSession", idOK && changeOK, err)
+		st.reset()
+		_, err = svc.GetSession(ctx, &sessionauthv1.GetSessionRequest{SessionId: sessionID})
+		reaches("GetSession", idOK, err)
+		_, ttlOK := lifetimeOK(age, fuzzConfig.DefaultTTL, fuzzConfig.MaxTTL)
+		st.reset()
+		_, err = svc.ExtendSession(ctx, &sessionauthv1.ExtendSessionRequest{SessionId: sessionID, Ttl: age})
+		reaches("ExtendSession", idOK && ttlOK, err)
+
+		cursorOK := pageToken == ""
+		if b, err := base64.RawURLEncoding.Strict().DecodeString(pageToken); err == nil && len(pageToken) <= 128 {
+			if c, ok := strings.CutPrefix(string(b), "l1:"); ok && c != "" {
+				cursorOK = listCursorForm.MatchString(c)
+			}
+		}
+		st.reset()
+		_, err = svc.ListSessions(ctx, &sessionauthv1.ListSessionsRequest{PageSize: pageSize, PageToken: pageToken})
+		reaches("ListSessions", pageSize >= 0 && pageSize <= 200 && cursorOK, err)
+
+		before := &timestamppb.Timestamp{Seconds: beforeSec, Nanos: beforeNanos}
+		st.reset()
+		_, err = svc.RevokeAllSessions(ctx, &sessionauthv1.RevokeAllSessionsRequest{IssuedBefore: before})
+		reaches("RevokeAllSessions", before.CheckValid() == nil && !before.AsTime().After(time.Now()), err)
+	})
+}
+
+// listCursorForm is the documented form of a ListSessions cursor (the store's
+// list.go): version, slot, SCAN cursor, the cursor after that batch, and the
+// last session listed, if any.
+var listCursorForm = regexp.MustCompile(`^l2\.(0|[1-9][0-9]{0,4})\.(0|[1-9][0-9]{0,19})\.(0|[1-9][0-9]{0,19})\.(` + sessionIDForm.String()[1:len(sessionIDForm.String())-1] + `)?$`)

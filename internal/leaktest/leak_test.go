@@ -431,6 +431,62 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	_, err = rotate(testutil.Tampered(a2))
 	wantCode(err, codes.Unauthenticated, "RotateSession of a malformed token")
 
+	// The rest of the lifecycle, on a user of its own: a step-up rotation,
+	// a demand the session falls short of, updates, the operator's lookups
+	// and the walk, and a stolen rotated-away token presented after the
+	// rotation grace (which revokes the session it was rotated into).
+	c1, _ := create("user-c")
+	stepped, err := call(admin, o, "RotateSession", func(ctx context.Context, opts ...grpc.CallOption) (*sessionauthv1.RotateSessionResponse, error) {
+		return c.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: c1, AssuranceLevel: 2, AddAuthMethods: []string{"totp"}, Reauthenticated: true}, opts...)
+	})
+	if err != nil {
+		t.Fatalf("RotateSession with a step-up: %v", err)
+	}
+	c2 := stepped.GetToken()
+	tokens = append(tokens, c2)
+	_, err = call(admin, o, "ValidateSession", func(ctx context.Context, opts ...grpc.CallOption) (*sessionauthv1.ValidateSessionResponse, error) {
+		return c.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: c2, MinAssuranceLevel: 3}, opts...)
+	})
+	wantCode(err, codes.PermissionDenied, "ValidateSession demanding more than the session has")
+	for _, tc := range []struct {
+		tok  string
+		want codes.Code
+	}{{c2, codes.OK}, {testutil.Tampered(c2), codes.Unauthenticated}, {c1, codes.Unauthenticated}} {
+		_, err = call(admin, o, "UpdateSession", func(ctx context.Context, opts ...grpc.CallOption) (*sessionauthv1.UpdateSessionResponse, error) {
+			return c.UpdateSession(ctx, &sessionauthv1.UpdateSessionRequest{Target: &sessionauthv1.UpdateSessionRequest_Token{Token: tc.tok}, SetAttributes: map[string]string{"cart": "3"}}, opts...)
+		})
+		wantCode(err, tc.want, "UpdateSession by token")
+	}
+	sc2 := stepped.GetSession().GetSessionId()
+	if _, err := call(admin, o, "GetSession", func(ctx context.Context, opts ...grpc.CallOption) (*sessionauthv1.GetSessionResponse, error) {
+		return c.GetSession(ctx, &sessionauthv1.GetSessionRequest{SessionId: sc2}, opts...)
+	}); err != nil {
+		t.Fatalf("GetSession: %v", err)
+	}
+	_, err = call(admin, o, "GetSession", func(ctx context.Context, opts ...grpc.CallOption) (*sessionauthv1.GetSessionResponse, error) {
+		return c.GetSession(ctx, &sessionauthv1.GetSessionRequest{SessionId: c2}, opts...)
+	})
+	wantCode(err, codes.InvalidArgument, "GetSession with a token as the session id")
+	if _, err := call(admin, o, "ExtendSession", func(ctx context.Context, opts ...grpc.CallOption) (*sessionauthv1.ExtendSessionResponse, error) {
+		return c.ExtendSession(ctx, &sessionauthv1.ExtendSessionRequest{SessionId: sc2, Ttl: durationpb.New(3 * time.Hour)}, opts...)
+	}); err != nil {
+		t.Fatalf("ExtendSession: %v", err)
+	}
+	for page, pages := "", 0; pages == 0 || page != ""; pages++ {
+		resp, err := call(admin, o, "ListSessions", func(ctx context.Context, opts ...grpc.CallOption) (*sessionauthv1.ListSessionsResponse, error) {
+			return c.ListSessions(ctx, &sessionauthv1.ListSessionsRequest{PageSize: 2, PageToken: page}, opts...)
+		})
+		if err != nil || pages > 50 {
+			t.Fatalf("ListSessions page %d: %v", pages, err)
+		}
+		page = resp.GetNextPageToken()
+	}
+	clock.Advance(store.DefaultRotationGrace + time.Second)
+	_, err = validate(admin, c1)
+	wantCode(err, codes.Unauthenticated, "ValidateSession of a stolen rotated-away token after the grace")
+	_, err = validate(admin, c2)
+	wantCode(err, codes.Unauthenticated, "ValidateSession of the session a reused token was rotated into")
+
 	// List, page by page.
 	page, n := "", 0
 	for {
@@ -506,6 +562,15 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
+	// The incident button, last: every session above is cut off.
+	if _, err := call(admin, o, "RevokeAllSessions", func(ctx context.Context, opts ...grpc.CallOption) (*sessionauthv1.RevokeAllSessionsResponse, error) {
+		return c.RevokeAllSessions(ctx, &sessionauthv1.RevokeAllSessionsRequest{}, opts...)
+	}); err != nil {
+		t.Fatalf("RevokeAllSessions: %v", err)
+	}
+	_, err = validate(admin, a3)
+	wantCode(err, codes.Unauthenticated, "ValidateSession of a session created before the cutoff")
+
 	// Redis goes away: every RPC fails, closed, and says why in the log.
 	rs.Stop()
 	_, err = validate(admin, a3)
@@ -541,7 +606,8 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	if jsonLogs {
 		debugLine = `"level":"DEBUG"`
 	}
-	for _, s := range []string{"session created", "session rotated", "ext_authz allowed", "ext_authz denied", "session store unavailable", debugLine} {
+	for _, s := range []string{"session created", "session rotated", "session updated", "session extended", "rotated-away token presented again",
+		"every session created before the cutoff revoked", "ext_authz allowed", "ext_authz denied", "session store unavailable", debugLine} {
 		if !strings.Contains(logText, s) {
 			t.Fatalf("the logs lack %q:\n%s", s, logText)
 		}
@@ -549,8 +615,8 @@ func checkNoLeaks(t *testing.T, jsonLogs bool) {
 	if audit.String() == "" {
 		t.Fatal("the audit log is empty")
 	}
-	if len(tokens) != 7 {
-		t.Fatalf("%d tokens issued, want 7", len(tokens))
+	if len(tokens) != 9 {
+		t.Fatalf("%d tokens issued, want 9", len(tokens))
 	}
 
 	// Not one form of any token, or of an API key, anywhere.

@@ -89,17 +89,26 @@ func (s *Store) ensureCutoff(ctx context.Context) error {
 	if s.cutoff.fresh() {
 		return nil
 	}
-	return s.RefreshCutoff(ctx)
+	return s.readCutoff(ctx, true)
 }
 
 // RefreshCutoff reads the revoke-all cutoff from Redis and raises the local
 // copy. Calls made while a read is in progress wait for it (or for ctx) and
 // share its outcome.
-func (s *Store) RefreshCutoff(ctx context.Context) error {
+func (s *Store) RefreshCutoff(ctx context.Context) error { return s.readCutoff(ctx, false) }
+
+// readCutoff is RefreshCutoff; ifStale (ensureCutoff's) reads nothing when
+// the cutoff has become fresh since the caller found it stale (a read ended
+// in between), so that the calls that find it stale together send one read.
+func (s *Store) readCutoff(ctx context.Context, ifStale bool) error {
 	c := &s.cutoff
 	for {
 		c.mu.Lock()
 		wait := c.reading
+		if wait == nil && ifStale && c.fresh() {
+			c.mu.Unlock()
+			return nil
+		}
 		if wait == nil {
 			break // with c.mu held: this call reads
 		}
@@ -131,7 +140,7 @@ func (s *Store) RefreshCutoff(ctx context.Context) error {
 		if ms, err = strconv.ParseInt(v, 10, 64); err == nil {
 			c.raise(ms)
 		} else {
-			err = fmt.Errorf("read cutoff: %q is not a Unix millisecond", v)
+			err = fmt.Errorf("read cutoff: %w: the value %q is not a Unix millisecond (RevokeAllSessions rewrites it)", ErrUnavailable, v)
 		}
 	default:
 		err = wrapErr(ctx, "read cutoff", err)
@@ -174,9 +183,18 @@ func (s *Store) KeepCutoffFresh(ctx context.Context) {
 // it raises the cutoff to before (never lowers it) and publishes the event,
 // in one transaction. It returns the cutoff in force afterwards, and the
 // event it published (nil when a later cutoff was already in force).
+//
+// Creation times are kept to the millisecond, so the cutoff is before
+// rounded up to the next millisecond: a session created in the same
+// millisecond as before is cut off whether it came just before or just
+// after (the safe side). Sessions created at or after the returned cutoff
+// live.
 func (s *Store) RevokeAll(ctx context.Context, before time.Time) (time.Time, *Revocation, error) {
 	key := s.cutoffKey()
 	ms := before.UnixMilli()
+	if before.After(time.UnixMilli(ms)) {
+		ms++
+	}
 	var (
 		inForce int64
 		event   *Revocation

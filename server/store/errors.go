@@ -26,7 +26,8 @@ var (
 	ErrForeignSession = errors.New("session id belongs to another user")
 	// ErrMalformedSessionID: a session id that sessiond cannot have issued.
 	ErrMalformedSessionID = errors.New("malformed session id")
-	// ErrMalformedCursor: a list cursor that ListUser cannot have produced.
+	// ErrMalformedCursor: a list cursor that ListUser or List cannot have
+	// produced.
 	ErrMalformedCursor = errors.New("malformed list cursor")
 )
 

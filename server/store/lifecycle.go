@@ -157,6 +157,7 @@ func (s *Store) Extend(ctx context.Context, id string, ttl time.Duration) (*Sess
 		return func(p redis.Pipeliner) {
 			p.HSet(ctx, sKey, fieldExpires, next.ExpiresAt.UnixMilli())
 			p.PExpireAt(ctx, sKey, ends)
+			p.ZRemRangeByScore(ctx, iKey, "-inf", ms(now))
 			p.ZAdd(ctx, iKey, redis.Z{Score: float64(ends.UnixMilli()), Member: member})
 			p.PExpireAt(ctx, iKey, time.UnixMilli(indexEnds))
 			for _, k := range markers {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,20 +19,31 @@ import (
 // owns (one "master" on a single Redis or Sentinel). A list cursor says
 // where the walk stands:
 //
-//	l1.<slot>.<scan cursor>.<session id>
+//	l2.<slot>.<scan cursor>.<next scan cursor>.<session id>
 //
 // the master by its lowest slot, the SCAN cursor of the batch the walk is
-// in, and the last session of that batch already listed ("" if none): a
-// batch that holds more sessions than a page is read again by the next page,
-// which skips what the previous one listed. A batch's sessions are listed in
-// the order of their ids.
+// in, and, when a page ended inside that batch, the cursor SCAN returned
+// after it and the last session of the batch already listed (else 0 and
+// ""): a batch that holds more sessions than a page is read again by the
+// next page, which skips what the previous one listed. A batch's sessions
+// are listed in the order of their ids.
+//
+// The same SCAN cursor reads the same batch only while the keys around it
+// stay put: once keys were added or removed there, or Redis resized its
+// table of keys, the batch read again may end further than the first read
+// did, with keys that the first read did not see, some with smaller ids than
+// the last one listed: skipped now, and no later batch would return them. A
+// SCAN ends where the cursor it returns starts (in the reverse-binary order
+// of SCAN cursors), so the walk goes on from whichever of the two reads
+// ended first: what the other read saw beyond that end is read again by the
+// next batch (a walk may repeat a session, never miss one).
 //
 // Each SCAN call examines about scanCount keys and a page makes at most
 // maxScansPerPage calls, so no page reads the whole keyspace in one blocking
 // call (or in one page): a page may hold fewer sessions than asked, even
 // none, with the walk not done.
 const (
-	listCursorVersion = "l1"
+	listCursorVersion = "l2"
 	scanCount         = 256
 	maxScansPerPage   = 16
 )
@@ -45,11 +58,13 @@ type scanNode struct {
 type listCursor struct {
 	slot   int
 	cursor uint64
+	next   uint64 // the cursor SCAN returned after the batch at cursor, if after is set
 	after  string // the last session id listed from the batch at cursor
 }
 
 func (c listCursor) String() string {
-	return listCursorVersion + "." + strconv.Itoa(c.slot) + "." + strconv.FormatUint(c.cursor, 10) + "." + c.after
+	return listCursorVersion + "." + strconv.Itoa(c.slot) + "." + strconv.FormatUint(c.cursor, 10) + "." +
+		strconv.FormatUint(c.next, 10) + "." + c.after
 }
 
 func parseListCursor(s string) (listCursor, error) {
@@ -58,20 +73,21 @@ func parseListCursor(s string) (listCursor, error) {
 		return c, nil
 	}
 	parts := strings.Split(s, ".")
-	if len(parts) != 4 || parts[0] != listCursorVersion {
+	if len(parts) != 5 || parts[0] != listCursorVersion {
 		return c, ErrMalformedCursor
 	}
 	slot, err1 := strconv.Atoi(parts[1])
 	cursor, err2 := strconv.ParseUint(parts[2], 10, 64)
-	if err1 != nil || err2 != nil || slot < 0 || slot > 16383 {
+	next, err3 := strconv.ParseUint(parts[3], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || slot < 0 || slot > 16383 {
 		return c, ErrMalformedCursor
 	}
-	if parts[3] != "" {
-		if _, err := parseSessionID(parts[3]); err != nil {
+	if parts[4] != "" {
+		if _, err := parseSessionID(parts[4]); err != nil {
 			return c, ErrMalformedCursor
 		}
 	}
-	return listCursor{slot: slot, cursor: cursor, after: parts[3]}, nil
+	return listCursor{slot: slot, cursor: cursor, next: next, after: parts[4]}, nil
 }
 
 // List returns up to limit live sessions of every user, in no particular
@@ -109,6 +125,9 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (sessions []
 		if err != nil {
 			return nil, "", wrapErr(ctx, "list", err)
 		}
+		if pos.after != "" && scanEnd(pos.next) < scanEnd(after) {
+			after = pos.next // this read ends further than the one the previous page listed from
+		}
 		batch, err := s.readBatch(ctx, node.c, keys, pos.after)
 		if err != nil {
 			return nil, "", err
@@ -116,11 +135,11 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (sessions []
 		for j, sess := range batch {
 			sessions = append(sessions, sess)
 			if len(sessions) == limit && j < len(batch)-1 {
-				pos.after = sess.ID // more of this batch for the next page
+				pos.next, pos.after = after, sess.ID // more of this batch for the next page
 				return sessions, pos.String(), nil
 			}
 		}
-		pos.cursor, pos.after = after, ""
+		pos.cursor, pos.next, pos.after = after, 0, ""
 		if after == 0 { // this master is done
 			if i++; i == len(nodes) {
 				return sessions, "", nil
@@ -132,6 +151,15 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (sessions []
 		}
 	}
 	return sessions, pos.String(), nil
+}
+
+// scanEnd is where, in SCAN's reverse-binary order of the keyspace, a SCAN
+// that returned cursor ends: cursor 0 is the end of the keyspace.
+func scanEnd(cursor uint64) uint64 {
+	if cursor == 0 {
+		return math.MaxUint64
+	}
+	return bits.Reverse64(cursor)
 }
 
 // readBatch returns the live sessions of one SCAN batch (session keys), in

@@ -306,9 +306,9 @@ func (s *Store) alive(rec *record, now time.Time) bool {
 
 // Touch records a validation of sess now: it sets last_seen_at and slides the
 // idle expiry of the session key and its index member. It writes nothing when
-// the session was revoked or touched by someone else since sess was read, so
-// a touch never resurrects a revoked session. It returns the session as
-// recorded.
+// the session was revoked, touched or extended by someone else since sess was
+// read, so a touch never resurrects a revoked session nor undoes an Extend.
+// It returns the session as recorded.
 func (s *Store) Touch(ctx context.Context, sess *Session) (*Session, error) {
 	id, err := parseSessionID(sess.ID)
 	if err != nil {
@@ -321,15 +321,18 @@ func (s *Store) Touch(ctx context.Context, sess *Session) (*Session, error) {
 	ends := next.EndsAt()
 	member := id.uuid.String()
 	sKey, iKey := s.sessionKey(id.tag, member), s.indexKey(id.tag, sess.UserID)
-	seen := ms(sess.LastSeenAt)
+	seen, expires := ms(sess.LastSeenAt), ms(sess.ExpiresAt)
 	touched := false
 	err = s.watch(ctx, "touch", func(tx *redis.Tx) error {
-		ls, err := tx.HGet(ctx, sKey, fieldLastSeen).Result()
-		if errors.Is(err, redis.Nil) || (err == nil && ls != seen) {
-			return nil // revoked, expired, or recorded by a concurrent validation
-		}
+		vals, err := tx.HMGet(ctx, sKey, fieldLastSeen, fieldExpires).Result()
 		if err != nil {
 			return err
+		}
+		if ls, _ := vals[0].(string); ls != seen {
+			return nil // revoked, expired, or recorded by a concurrent validation
+		}
+		if x, _ := vals[1].(string); x != expires {
+			return nil // extended since sess was read (Extend): its end would be wrong
 		}
 		err = s.commit(ctx, tx, func(p redis.Pipeliner) {
 			p.HSet(ctx, sKey, fieldLastSeen, now.UnixMilli())

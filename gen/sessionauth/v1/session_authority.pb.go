@@ -1767,8 +1767,10 @@ func (x *RevokeAllSessionsRequest) GetIssuedBefore() *timestamppb.Timestamp {
 // RevokeAllSessionsResponse confirms the cutoff.
 type RevokeAllSessionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The cutoff in force after this call: issued_before, or a later one set
-	// before.
+	// The cutoff in force after this call: issued_before rounded up to the
+	// millisecond (creation times are kept to the millisecond, so a session
+	// created within the millisecond of issued_before is cut off too), or a
+	// later cutoff set before. Sessions created at or after it live.
 	IssuedBefore  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=issued_before,json=issuedBefore,proto3" json:"issued_before,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
