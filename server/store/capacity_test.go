@@ -138,8 +138,8 @@ func TestCapacityBytesPerRotation(t *testing.T) {
 	// Measured (Redis 7.0): 232 B, 280 B; a rotated session 440 B (344 B
 	// before it: the field naming its predecessor, rounded up to the
 	// allocator's next size class).
-	if chainMarker > 340 {
-		t.Errorf("a marker key takes %d B, over the 340 B bound", chainMarker)
+	if chainMarker > 370 {
+		t.Errorf("a marker key takes %d B, over the 370 B bound", chainMarker)
 	}
 	if rotated > 530 {
 		t.Errorf("a rotated session key takes %d B, over the 530 B bound", rotated)
@@ -152,7 +152,7 @@ func TestCapacityBytesPerRotation(t *testing.T) {
 	for _, r := range []struct {
 		what         string
 		got, maxSize float64
-	}{{"first", once, 550}, {"second", twice, 400}} {
+	}{{"first", once, 610}, {"second", twice, 420}} {
 		if r.got > r.maxSize {
 			t.Errorf("%.0f B of used_memory per %s rotation, over the %.0f B bound", r.got, r.what, r.maxSize)
 		}

@@ -271,6 +271,37 @@ func TestRevokeUserSkipsCutOff(t *testing.T) {
 	})
 }
 
+// TestCapEvictsCutOffSilently: over the per-user cap, Create evicts the
+// oldest sessions first, which after a RevokeAll are cut-off ones: deleted,
+// but neither reported nor announced as evicted (they were revoked already);
+// a live session evicted is both.
+func TestCapEvictsCutOffSilently(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, Config{MaxSessionsPerUser: 2}, func(t *testing.T, f *fixture) {
+		ctx := ctxT(t)
+		events, _ := watchEvents(t, f)
+		f.create(t, "capped", time.Hour, 0)
+		f.create(t, "capped", time.Hour, 0)
+		f.clock.Advance(time.Millisecond)
+		if _, _, err := f.store.RevokeAll(ctx, f.store.now()); err != nil {
+			t.Fatal(err)
+		}
+		nextEvent(t, events)
+		third := f.create(t, "capped", time.Hour, 0)
+		fourth := f.create(t, "capped", time.Hour, 0)
+		if len(third.Evicted) != 0 || len(fourth.Evicted) != 0 {
+			t.Fatalf("creates that evicted cut-off sessions report %v and %v, want nothing", third.Evicted, fourth.Evicted)
+		}
+		fifth := f.create(t, "capped", time.Hour, 0)
+		if !slices.Equal(fifth.Evicted, []string{third.Session.ID}) {
+			t.Fatalf("the create over the cap of live sessions evicted %v, want %s", fifth.Evicted, third.Session.ID)
+		}
+		// The first event after the cutoff's is the live session's eviction.
+		wantEvent(t, nextEvent(t, events), ReasonEvicted, "capped", third.Session.ID)
+		f.checkConsistent(t)
+	})
+}
+
 // failCutoffReads is a go-redis hook that, while on, fails every read of the
 // cutoff key as a broken connection would, and lets every other command
 // through: Redis answers, but the cutoff cannot be read.

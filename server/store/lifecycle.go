@@ -163,6 +163,9 @@ func (s *Store) Extend(ctx context.Context, id string, ttl time.Duration) (*Sess
 			for _, k := range markers {
 				p.PExpireAt(ctx, k, next.ExpiresAt)
 			}
+			if rec.family != "" { // the chain's first marker, which names its newest session
+				p.PExpireAt(ctx, s.markerKey(id.tag, rec.family), next.ExpiresAt)
+			}
 		}, nil
 	})
 	return out, err

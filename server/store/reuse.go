@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -11,33 +12,43 @@ import (
 
 // Rotated-token reuse detection (SuperTokens' refresh-token theft detection).
 //
-// Rotate leaves a marker behind the token it replaced:
+// Rotate leaves a marker behind the token it replaced, and points its
+// rotation chain (the sessions rotated one from another, named by the
+// first one's UUID) at the new session:
 //
 //	sessiond:v1:{<tag>}:r:<old uuid>   hash: h  the old token's SHA-256
 //	                                         n  the successor's UUID
 //	                                         t  when it was rotated (Unix ms)
 //	                                         rf the UUID the old session was
 //	                                            itself rotated from, if any
+//	                                         f  the chain's first UUID, when
+//	                                            it is not the old one's
+//	                                         l  (the chain's first marker
+//	                                            only) the UUID of the chain's
+//	                                            newest session
 //
-// expiring with the successor's absolute expiry (Extend moves the markers of
-// its chain with it), so the marker lives as long as the successor can. When
-// a token that matches a marker is presented to Get or Rotate after the
-// rotation grace, the token was used after a newer one replaced it: either
-// a stolen copy or a very late retry. The live session of the chain (the
-// successor, or the session it was rotated into, and so on) is revoked with
+// expiring with the successor's absolute expiry (Extend moves the chain's
+// first marker and newest ones with it), so that they live as long as the
+// successor can. When a token
+// that matches a marker is presented to Get or Rotate after the rotation
+// grace, the token was used after a newer one replaced it: either a stolen
+// copy or a very late retry. The family's newest session (however many
+// rotations on: one read, whoever rotated it since) is revoked with
 // ReasonReuseDetected. Within the grace (two tabs racing to rotate, a retry)
 // the token is just not found.
 
 // DefaultRotationGrace is Config.RotationGrace's default.
 const DefaultRotationGrace = 10 * time.Second
 
-// maxRotationChain bounds the markers followed from a reused token to the
-// live session of its chain, and the markers Extend moves.
+// maxRotationChain bounds the markers of a chain whose expiry Extend moves
+// (the newest ones): a token rotated away more than that many rotations
+// before an Extend is forgotten at the chain's former expiry.
 const maxRotationChain = 32
 
 const (
 	markerFieldNext      = "n"
 	markerFieldRotatedAt = "t"
+	markerFieldNewest    = "l"
 )
 
 // marker is a rotated-away token.
@@ -46,21 +57,30 @@ type marker struct {
 	next      string // the successor's UUID
 	rotatedAt time.Time
 	prev      string // the UUID of the session the old one was rotated from
+	family    string // the UUID of the first session of the chain
 }
 
 func (s *Store) markerKey(t tag, member string) string { return s.keyBase(t) + "r:" + member }
 
-func (m marker) fields() map[string]any {
+// fields are the hash fields of the marker of the session member.
+func (m marker) fields(member string) map[string]any {
 	f := map[string]any{fieldTokenHash: m.tokenHash, markerFieldNext: m.next, markerFieldRotatedAt: m.rotatedAt.UnixMilli()}
 	if m.prev != "" {
 		f[fieldRotatedFrom] = m.prev
 	}
+	if m.family != member {
+		f[fieldFamily] = m.family
+	}
 	return f
 }
 
-func decodeMarker(f map[string]string) (marker, bool) {
+// decodeMarker reads the marker of the session member.
+func decodeMarker(member string, f map[string]string) (marker, bool) {
 	at, err := strconv.ParseInt(f[markerFieldRotatedAt], 10, 64)
-	m := marker{tokenHash: f[fieldTokenHash], next: f[markerFieldNext], rotatedAt: time.UnixMilli(at), prev: f[fieldRotatedFrom]}
+	m := marker{tokenHash: f[fieldTokenHash], next: f[markerFieldNext], rotatedAt: time.UnixMilli(at), prev: f[fieldRotatedFrom], family: f[fieldFamily]}
+	if m.family == "" {
+		m.family = member // the chain's first marker
+	}
 	if _, uerr := uuid.Parse(m.next); err != nil || uerr != nil || m.tokenHash == "" {
 		return marker{}, false
 	}
@@ -73,8 +93,8 @@ func decodeMarker(f map[string]string) (marker, bool) {
 type ReuseError struct {
 	// ReusedID is the session whose rotated-away token was presented.
 	ReusedID string
-	// Revocation is the event of the session revoked for it: the live
-	// session rotated from ReusedID. Nil when none was live any more.
+	// Revocation is the event of the session revoked for it: the newest
+	// session of its rotation chain. Nil when that one was not live.
 	Revocation *Revocation
 }
 
@@ -93,7 +113,7 @@ func (s *Store) checkReuse(ctx context.Context, pt parsedToken) error {
 	if err != nil {
 		return wrapErr(ctx, "get", err)
 	}
-	m, ok := decodeMarker(f)
+	m, ok := decodeMarker(pt.id.uuid.String(), f)
 	if !ok || !pt.matches(m.tokenHash) || !s.now().After(m.rotatedAt.Add(s.rotationGrace)) {
 		return ErrNotFound
 	}
@@ -104,19 +124,23 @@ func (s *Store) checkReuse(ctx context.Context, pt parsedToken) error {
 	return &ReuseError{ReusedID: pt.id.String(), Revocation: ev}
 }
 
-// revokeChain revokes the live session of the rotation chain that m starts,
-// with ReasonReuseDetected naming reused. A rotation chain has at most one
-// live session (Rotate revokes the old one as it creates the new); should
-// it move on (rotated again) between the walk and the revocation, the walk
-// is done again.
+// revokeChain revokes the newest session of the rotation chain that m, a
+// marker of it, belongs to, with ReasonReuseDetected naming reused. Should
+// the chain move on (rotated again) between the read of its newest session
+// and the revocation, it reads again.
 func (s *Store) revokeChain(ctx context.Context, reused sessionID, m marker) (*Revocation, error) {
 	last := ""
 	for range 8 {
-		victim, err := s.chainEnd(ctx, reused.tag, m.next)
-		if err != nil || victim == "" || victim == last {
-			return nil, err // nothing live (or what is there is not live: ended, cut off)
+		newest, err := s.rdb.HGet(ctx, s.markerKey(reused.tag, m.family), markerFieldNewest).Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			return nil, nil // the chain is gone
+		case err != nil:
+			return nil, wrapErr(ctx, "reuse", err)
+		case newest == last:
+			return nil, nil // what is there is not live (ended, cut off)
 		}
-		u, err := uuid.Parse(victim)
+		u, err := uuid.Parse(newest)
 		if err != nil {
 			return nil, nil
 		}
@@ -124,33 +148,9 @@ func (s *Store) revokeChain(ctx context.Context, reused sessionID, m marker) (*R
 		if err != nil || ev != nil {
 			return ev, err
 		}
-		last = victim
+		last = newest
 	}
 	return nil, nil
-}
-
-// chainEnd follows a rotation chain from member to the session key that
-// still exists, or "" when the chain ends without one.
-func (s *Store) chainEnd(ctx context.Context, t tag, member string) (string, error) {
-	for range maxRotationChain {
-		n, err := s.rdb.Exists(ctx, s.sessionKey(t, member)).Result()
-		if err != nil {
-			return "", wrapErr(ctx, "reuse", err)
-		}
-		if n == 1 {
-			return member, nil
-		}
-		f, err := s.rdb.HGetAll(ctx, s.markerKey(t, member)).Result()
-		if err != nil {
-			return "", wrapErr(ctx, "reuse", err)
-		}
-		m, ok := decodeMarker(f)
-		if !ok {
-			return "", nil
-		}
-		member = m.next
-	}
-	return "", nil
 }
 
 // chainMarkers returns the keys of the markers of the tokens that rotations
@@ -167,7 +167,7 @@ func (s *Store) chainMarkers(ctx context.Context, tx *redis.Tx, t tag, from stri
 		if err != nil {
 			return nil, err
 		}
-		m, ok := decodeMarker(f)
+		m, ok := decodeMarker(from, f)
 		if !ok {
 			break
 		}

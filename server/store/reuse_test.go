@@ -151,6 +151,29 @@ func TestReuseRevokesTheChainsLiveSession(t *testing.T) {
 	})
 }
 
+// TestReuseOfALongChain: a thief who rotates a stolen token many times (more
+// than any bound on the markers followed) is still caught when the
+// victim's old token comes back: the chain's newest session is one read
+// away.
+func TestReuseOfALongChain(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, Config{}, func(t *testing.T, f *fixture) {
+		ctx := ctxT(t)
+		victim := f.create(t, "long-chain", time.Hour, 0)
+		stolen := f.rotate(t, victim.Token)
+		for range 2 * maxRotationChain {
+			stolen = f.rotate(t, stolen.Token)
+		}
+		f.clock.Advance(DefaultRotationGrace + time.Millisecond)
+		_, err := f.store.Get(ctx, victim.Token)
+		wantReuse(t, err, victim.Session.ID, stolen.Session.ID)
+		if _, err := f.store.Get(ctx, stolen.Token); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("the thief's session after the reuse: err = %v, want ErrNotFound", err)
+		}
+		f.checkConsistent(t)
+	})
+}
+
 func TestReuseAfterLogout(t *testing.T) {
 	t.Parallel()
 	forEachBackend(t, Config{}, func(t *testing.T, f *fixture) {

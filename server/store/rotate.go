@@ -34,7 +34,7 @@ type Step struct {
 //
 // The old token is remembered (its hash, in a marker that lives as long as
 // the new session can: reuse.go); presented again after the rotation grace,
-// here or to Get, it revokes the new session (a *ReuseError).
+// here or to Get, it revokes the live session of its chain (a *ReuseError).
 func (s *Store) Rotate(ctx context.Context, token string, step Step) (*Created, error) {
 	old, ok := parseToken(token)
 	if !ok {
@@ -95,6 +95,9 @@ func (s *Store) Rotate(ctx context.Context, token string, step Step) (*Created, 
 		next.LastSeenAt = now
 		next.tokenHash = string(parsed.hash[:])
 		next.rotatedFrom = oldMember
+		if next.family == "" {
+			next.family = oldMember // the first rotation starts the chain
+		}
 		ends := next.EndsAt()
 		// The index's new expiry: the latest end among the other live
 		// members, and the new session's.
@@ -118,8 +121,12 @@ func (s *Store) Rotate(ctx context.Context, token string, step Step) (*Created, 
 			p.ZRemRangeByScore(ctx, iKey, "-inf", ms(now))
 			p.ZAdd(ctx, iKey, redis.Z{Score: float64(ends.UnixMilli()), Member: u.String()})
 			p.PExpireAt(ctx, iKey, time.UnixMilli(indexEnds))
-			p.HSet(ctx, mark, marker{tokenHash: rec.tokenHash, next: u.String(), rotatedAt: now, prev: rec.rotatedFrom}.fields())
+			p.HSet(ctx, mark, marker{tokenHash: rec.tokenHash, next: u.String(), rotatedAt: now, prev: rec.rotatedFrom, family: next.family}.fields(oldMember))
 			p.PExpireAt(ctx, mark, next.ExpiresAt) // as long as the successor can live
+			// The chain's first marker names its newest session.
+			first := s.markerKey(old.id.tag, next.family)
+			p.HSet(ctx, first, markerFieldNewest, u.String())
+			p.PExpireAt(ctx, first, next.ExpiresAt)
 			s.publishRevocation(ctx, p, Revocation{SessionIDs: []string{old.id.String()}, UserID: rec.UserID, Reason: ReasonRotated, At: now})
 		})
 		if err == nil {

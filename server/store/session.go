@@ -29,6 +29,7 @@ type Session struct {
 
 	touchDue    bool   // set by Get: see TouchDue
 	rotatedFrom string // the UUID of the session this one was rotated from, if any
+	family      string // the UUID of the first session of its rotation chain, if it was rotated from one
 }
 
 // TouchDue reports whether the validation that read the session (Get) should
@@ -73,6 +74,7 @@ const (
 	fieldAuthMethods = "am" // comma-separated; absent when none
 	fieldAssurance   = "al" // absent: 1
 	fieldRotatedFrom = "rf" // the UUID of the rotated-away session; absent when none
+	fieldFamily      = "f"  // the UUID of the first session of the rotation chain; absent when none or rf
 	attrFieldPrefix  = "a:"
 )
 
@@ -103,6 +105,9 @@ func (r *record) fields() map[string]any {
 		if v != "" {
 			f[k] = v
 		}
+	}
+	if r.family != r.rotatedFrom { // the first rotation's: the same, not stored
+		f[fieldFamily] = r.family
 	}
 	for k, v := range r.Attributes {
 		f[attrFieldPrefix+k] = v
@@ -146,6 +151,8 @@ func decodeRecord(id string, m map[string]string) (*record, error) {
 			r.AssuranceLevel, err = strconv.Atoi(v)
 		case fieldRotatedFrom:
 			r.rotatedFrom = v
+		case fieldFamily:
+			r.family = v
 		default:
 			if name, ok := strings.CutPrefix(k, attrFieldPrefix); ok {
 				if r.Attributes == nil {
@@ -165,6 +172,9 @@ func decodeRecord(id string, m map[string]string) (*record, error) {
 	r.ExpiresAt = time.UnixMilli(expires)
 	r.IdleTimeout = time.Duration(idle) * time.Millisecond
 	r.LastSeenAt = time.UnixMilli(lastSeen)
+	if r.family == "" {
+		r.family = r.rotatedFrom
+	}
 	r.AuthenticatedAt = r.CreatedAt
 	if authAt != 0 {
 		r.AuthenticatedAt = time.UnixMilli(authAt)

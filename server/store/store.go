@@ -34,7 +34,8 @@
 //     it was created at or after the revoke-all cutoff (cutoff.go). Sessions
 //     cut off by RevokeAll keep their keys until they expire, and count
 //     towards the per-user cap until then (they are the oldest, so the
-//     first evicted).
+//     first evicted: deleted without an eviction event, for they were
+//     revoked already).
 package store
 
 import (
@@ -200,9 +201,11 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 	ends := rec.EndsAt()
 	sKey, iKey := s.sessionKey(id.tag, u.String()), s.indexKey(id.tag, ns.UserID)
 	fields := rec.fields()
-	var evicted []string
+	// evicted are the sessions the cap revokes; announced those of them that
+	// were still live (not already cut off by RevokeAll): the event's.
+	var evicted, announced []string
 	err = s.watch(ctx, "create", func(tx *redis.Tx) error {
-		evicted = nil
+		evicted, announced = nil, nil
 		var count *redis.IntCmd
 		var top *redis.ZSliceCmd
 		if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -225,9 +228,16 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 			slices.SortFunc(live, func(a, b redis.Z) int { return cmpMember(a.Member, b.Member) })
 			n := max(len(live)-s.maxPerUser+1, 0)
 			indexEnds = ends.UnixMilli()
+			cutOff, err := s.cutOffMembers(ctx, tx, id.tag, live[:n], now)
+			if err != nil {
+				return err
+			}
 			for i, z := range live {
 				if i < n {
 					evicted = append(evicted, memberString(z.Member))
+					if !cutOff[memberString(z.Member)] {
+						announced = append(announced, memberString(z.Member))
+					}
 				} else if int64(z.Score) > indexEnds {
 					indexEnds = int64(z.Score)
 				}
@@ -245,8 +255,10 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 				}
 				p.Del(ctx, keys...)
 				p.ZRem(ctx, iKey, members...)
-				ids := make([]string, len(evicted))
-				for i, m := range evicted {
+			}
+			if len(announced) > 0 {
+				ids := make([]string, len(announced))
+				for i, m := range announced {
 					ids[i] = formatID(id.tag, m)
 				}
 				s.publishRevocation(ctx, p, Revocation{SessionIDs: ids, UserID: ns.UserID, Reason: ReasonEvicted, At: now})
@@ -259,7 +271,7 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 		return nil, err
 	}
 	out := &Created{Token: token, Session: &rec.Session}
-	for _, m := range evicted {
+	for _, m := range announced {
 		out.Evicted = append(out.Evicted, formatID(id.tag, m))
 	}
 	return out, nil
