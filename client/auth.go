@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/sessiond/sessiond/internal/assurance"
 	"github.com/sessiond/sessiond/internal/credential"
 	"github.com/sessiond/sessiond/internal/retryafter"
 )
@@ -61,6 +62,7 @@ type authOptions struct {
 	clientIPFrom string // trusted header (HTTP) or metadata key (gRPC); "" means the peer
 	onError      func(http.ResponseWriter, *http.Request, error)
 	endStreams   bool
+	require      assurance.Requirement // WithMinAssuranceLevel, WithMaxAuthAge
 }
 
 var defaultAuthOptions = authOptions{
@@ -164,11 +166,15 @@ func WithPublicPaths(patterns ...string) HTTPAuthOption {
 	return httpOption(func(o *authOptions) { o.publicPaths = append(o.publicPaths, patterns...) })
 }
 
-// WithErrorHandler replaces the plain-text answers of HTTPMiddleware when a
-// request cannot go on. err is a gRPC status error: codes.Unauthenticated
-// (401), codes.ResourceExhausted (429) or codes.Unavailable (503). The
-// WWW-Authenticate or Retry-After header is already set when h is called;
-// h writes the status and body (JSON, say, or a redirect to a login page).
+// WithErrorHandler replaces the answers of HTTPMiddleware when a request
+// cannot go on. err is a gRPC status error: codes.Unauthenticated (401),
+// codes.PermissionDenied (403: a step-up denial, see StepUpDenial),
+// codes.ResourceExhausted (429), codes.Unavailable (503) or, for a
+// misconfigured WithMinAssuranceLevel or WithMaxAuthAge, codes.Internal
+// (500). The WWW-Authenticate, StepUpReasonHeader or Retry-After header is
+// already set when h is called; h writes the status and body (JSON, say, or
+// a redirect to a login or step-up page). Default: plain-text answers, and
+// for a step-up denial the JSON body of sessiond's gateways.
 func WithErrorHandler(h func(w http.ResponseWriter, r *http.Request, err error)) HTTPAuthOption {
 	return httpOption(func(o *authOptions) { o.onError = h })
 }
@@ -257,17 +263,24 @@ const (
 	msgUnavailable = "session service unavailable; retry later"
 	msgRateLimited = "too many failed session checks; retry later"
 	msgRevoked     = "session revoked"
+	msgMisconfig   = "the service's session check is misconfigured"
 )
 
 var errValidationTimeout = errors.New("sessiond did not answer within the validation timeout")
 
 // authenticate validates token for the end user at endUser ("" when
-// unknown) and maps the outcome for the caller of a protected service:
-// Unauthenticated for a bad token, Unavailable whenever sessiond could not
+// unknown) against the options' requirement and maps the outcome for the
+// caller of a protected service: Unauthenticated for a bad token,
+// PermissionDenied (with sessiond's ErrorInfo) for a live session that
+// falls short of the requirement, Unavailable whenever sessiond could not
 // say in time (fail closed), ResourceExhausted (with sessiond's RetryInfo)
-// when sessiond throttles failures, the caller's own context error if it
-// went away.
+// when sessiond throttles failures, Internal for a requirement sessiond
+// would refuse, the caller's own context error if it went away.
 func (c *Client) authenticate(ctx context.Context, o *authOptions, token, endUser string) (*Session, error) {
+	if err := requirementError(o.require); err != nil {
+		c.opts.logger.ErrorContext(ctx, "sessiond client: a protected route's requirement is invalid; refusing every request", "error", err)
+		return nil, status.Error(codes.Internal, msgMisconfig)
+	}
 	if token == "" {
 		return nil, status.Error(codes.Unauthenticated, msgNoToken)
 	}
@@ -276,12 +289,15 @@ func (c *Client) authenticate(ctx context.Context, o *authOptions, token, endUse
 	if endUser != "" {
 		vctx = metadata.AppendToOutgoingContext(vctx, EndUserMetadataKey, endUser)
 	}
-	s, err := c.Validate(vctx, token)
+	s, err := c.validate(vctx, token, o.require)
 	if err == nil {
 		return s, nil
 	}
 	if ctx.Err() != nil {
 		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	if _, ok := assurance.Denial(err); ok {
+		return nil, err // sessiond's answer, or the same made here
 	}
 	st := status.Convert(err)
 	switch st.Code() {
@@ -358,6 +374,12 @@ func hostOf(addr string) string {
 // answer within the validation timeout, it fails with Unavailable, never
 // letting the call through. The handler finds the Session with
 // SessionFromContext.
+//
+// With WithMinAssuranceLevel or WithMaxAuthAge, a live session that falls
+// short fails with PermissionDenied and sessiond's ErrorInfo (see
+// StepUpDenial). For a requirement on some methods only, chain a second
+// interceptor with the requirement behind a selector (go-grpc-middleware's
+// interceptors/selector): see docs/client.md.
 func UnaryServerInterceptor(c *Client, opts ...GRPCAuthOption) grpc.UnaryServerInterceptor {
 	o := grpcAuthOptions(opts)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -373,9 +395,11 @@ func UnaryServerInterceptor(c *Client, opts ...GRPCAuthOption) grpc.UnaryServerI
 }
 
 // StreamServerInterceptor is UnaryServerInterceptor for streaming calls: the
-// session is checked when the stream opens and, with a caching Client (see
-// WithStreamRevocation), the stream ends with Unauthenticated when the
-// session is revoked.
+// session (and the requirement, if any) is checked when the stream opens
+// and, with a caching Client (see WithStreamRevocation), the stream ends
+// with Unauthenticated when the session is revoked (including by a
+// RevokeAllSessions cutoff, or by a rotation such as StepUp); an update of
+// the session's data does not end it.
 func StreamServerInterceptor(c *Client, opts ...GRPCAuthOption) grpc.StreamServerInterceptor {
 	o := grpcAuthOptions(opts)
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -397,7 +421,7 @@ func StreamServerInterceptor(c *Client, opts ...GRPCAuthOption) grpc.StreamServe
 		s, _ := SessionFromContext(ctx)
 		ctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
-		stop := c.cache.onRevoke(s.GetSessionId(), since, func() { cancel(errSessionRevoked) })
+		stop := c.cache.onRevoke(s.GetSessionId(), s.GetCreatedAt().AsTime(), since, func() { cancel(errSessionRevoked) })
 		defer stop()
 		err = handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
 		if errors.Is(context.Cause(ctx), errSessionRevoked) {
@@ -492,6 +516,13 @@ func (o *authOptions) httpEndUser(r *http.Request) string {
 // sessiond asked for: never the handler (WithErrorHandler writes other
 // bodies). Public paths (WithPublicPaths) pass without a session. The
 // handler finds the Session with SessionFromContext(r.Context()).
+//
+// With WithMinAssuranceLevel or WithMaxAuthAge, a live session that falls
+// short gets 403 with the reason in the Sessiond-Reason header
+// (StepUpReasonHeader) and a JSON body {"error": reason, "message": ...,
+// "metadata": {...}}, as from sessiond's gateways. For a requirement on
+// some routes only, wrap those routes' handlers in a middleware of their
+// own with the requirement (see docs/client.md).
 func HTTPMiddleware(c *Client, opts ...HTTPAuthOption) func(http.Handler) http.Handler {
 	o := httpAuthOptions(opts)
 	challenge := o.scheme
@@ -518,6 +549,14 @@ func HTTPMiddleware(c *Client, opts ...HTTPAuthOption) func(http.Handler) http.H
 				w.Header().Set("WWW-Authenticate", challenge)
 			case codes.ResourceExhausted:
 				w.Header().Set("Retry-After", retryafter.Header(st))
+			case codes.PermissionDenied: // a step-up denial (authenticate)
+				if o.onError == nil {
+					assurance.WriteHTTP(w, err)
+					return
+				}
+				info, _ := assurance.Denial(err)
+				w.Header().Set(assurance.HTTPHeader, info.GetReason())
+			case codes.Internal: // a misconfigured requirement
 			default:
 				err = status.Error(codes.Unavailable, msgUnavailable)
 				w.Header().Set("Retry-After", "1")
@@ -538,6 +577,8 @@ func writeHTTPError(w http.ResponseWriter, code codes.Code) {
 		http.Error(w, "401 Unauthorized: no valid session", http.StatusUnauthorized)
 	case codes.ResourceExhausted:
 		http.Error(w, "429 Too Many Requests: too many failed session checks; retry later", http.StatusTooManyRequests)
+	case codes.Internal:
+		http.Error(w, "500 Internal Server Error: "+msgMisconfig, http.StatusInternalServerError)
 	default:
 		http.Error(w, "503 Service Unavailable: the session service is unavailable; retry later", http.StatusServiceUnavailable)
 	}

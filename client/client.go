@@ -7,8 +7,11 @@
 // Errors are gRPC status errors, with the codes documented on each RPC in
 // proto/sessionauth/v1: use status.Code(err). In short, codes.Unauthenticated
 // means the token is not (or no longer) a live session, codes.Unavailable that
-// sessiond could not reach Redis (retry; never treat it as valid), and
-// codes.InvalidArgument a bad request, with the field in the message.
+// sessiond could not reach Redis (retry; never treat it as valid),
+// codes.InvalidArgument a bad request, with the field in the message, and
+// codes.PermissionDenied, when a caller demanded a strong or recent enough
+// authentication (WithMinAssuranceLevel, WithMaxAuthAge), a live session
+// that falls short: see StepUpDenial and StepUp.
 package client
 
 import (
@@ -19,10 +22,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/internal/assurance"
 )
 
 // Session is a live session. It never holds the token.
@@ -63,7 +70,12 @@ var defaultOptions = options{
 // stream open, evicts a session as soon as sessiond reports it revoked
 // (typically within milliseconds of the RevokeSession call returning, from
 // any sessiond instance on the same Redis), and drops the whole cache and
-// stops using it whenever the stream is down, until it is back. Cached
+// stops using it whenever the stream is down, until it is back. The same
+// stream keeps cached data fresh: a session whose attributes or expiry
+// changed (UpdateSession, ExtendSession) is evicted, and read again at its
+// next validation, typically within milliseconds (target: 100ms) of the
+// update returning; a RevokeAllSessions cutoff evicts every session created
+// before it, and the client refuses those sessions from then on. Cached
 // Sessions are shared: do not modify them. Call Close to stop the stream.
 func WithCache(size int, ttl time.Duration) Option {
 	return func(o *options) { o.cacheSize, o.cacheTTL = size, ttl }
@@ -160,18 +172,30 @@ type NewSession struct {
 	Attributes  map[string]string
 	TTL         time.Duration
 	IdleTimeout time.Duration
+	// AuthMethods are the authentication methods the user completed to log
+	// in ("password", "totp", "webauthn"): at most 16, each 1 to 64 ASCII
+	// letters, digits, '.', '_', ':' or '-'; duplicates are dropped.
+	AuthMethods []string
+	// AssuranceLevel is what the login amounts to, 1 to 3 (NIST SP 800-63B
+	// AAL1: one factor; AAL2: two; AAL3: a hardware-bound,
+	// phishing-resistant authenticator). 0 means 1. sessiond does not judge
+	// the methods: the login backend says what they amount to.
+	AssuranceLevel int
 }
 
 // Create starts a session for a user whose credentials the caller has
 // checked, and returns its bearer token (to hand to the user agent, and
-// never to log) with the session.
+// never to log) with the session. The session's AuthenticatedAt is its
+// creation time.
 func (c *Client) Create(ctx context.Context, ns NewSession) (token string, s *Session, err error) {
 	req := &sessionauthv1.CreateSessionRequest{
-		UserId:     ns.UserID,
-		Email:      ns.Email,
-		ClientIp:   ns.ClientIP,
-		UserAgent:  ns.UserAgent,
-		Attributes: ns.Attributes,
+		UserId:         ns.UserID,
+		Email:          ns.Email,
+		ClientIp:       ns.ClientIP,
+		UserAgent:      ns.UserAgent,
+		Attributes:     ns.Attributes,
+		AuthMethods:    ns.AuthMethods,
+		AssuranceLevel: int32(ns.AssuranceLevel),
 	}
 	if ns.TTL != 0 {
 		req.Ttl = durationpb.New(ns.TTL)
@@ -189,24 +213,63 @@ func (c *Client) Create(ctx context.Context, ns NewSession) (token string, s *Se
 // Validate returns the live session the token belongs to. An unknown,
 // malformed, expired or revoked token gives codes.Unauthenticated.
 //
+// With WithMinAssuranceLevel or WithMaxAuthAge, a live session that falls
+// short gives codes.PermissionDenied with the ErrorInfo that says why (see
+// StepUpDenial); an out-of-range level or a negative age gives
+// codes.InvalidArgument, without asking sessiond.
+//
 // With WithCache, a session validated before is answered from the cache
-// while the revocation stream is established; otherwise sessiond is asked.
-func (c *Client) Validate(ctx context.Context, token string) (*Session, error) {
-	if c.cache == nil {
-		resp, err := c.rpc.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: token})
-		return resp.GetSession(), err
+// while the revocation stream is established; otherwise sessiond is asked
+// without the requirement, the session is cached, and the requirement is
+// checked here, by the check sessiond makes (so one cached session serves
+// every requirement, and a denied one costs no further call). A session
+// created before a RevokeAllSessions cutoff the client has heard of gives
+// codes.Unauthenticated even from a sessiond that has not heard of it yet.
+// Without WithCache, sessiond checks the requirement.
+func (c *Client) Validate(ctx context.Context, token string, opts ...ValidateOption) (*Session, error) {
+	var need assurance.Requirement
+	for _, o := range opts {
+		o.applyValidate(&need)
 	}
-	if s, ok := c.cache.get(token); ok {
-		return s, nil
-	}
-	start := c.cache.begin()
-	resp, err := c.rpc.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: token})
-	if err != nil {
+	if err := requirementError(need); err != nil {
 		return nil, err
 	}
-	c.cache.add(token, resp.GetSession(), start)
-	return resp.GetSession(), nil
+	return c.validate(ctx, token, need)
 }
+
+// validate is Validate with a requirement known to be valid.
+func (c *Client) validate(ctx context.Context, token string, need assurance.Requirement) (*Session, error) {
+	if c.cache == nil {
+		resp, err := c.rpc.ValidateSession(ctx, validateRequest(token, need))
+		if err != nil {
+			return nil, err
+		}
+		if err := recheck(need, resp.GetSession()); err != nil {
+			return nil, err
+		}
+		return resp.GetSession(), nil
+	}
+	s, ok := c.cache.get(token)
+	if !ok {
+		start := c.cache.begin()
+		resp, err := c.rpc.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: token})
+		if err != nil {
+			return nil, err
+		}
+		if s = resp.GetSession(); !c.cache.add(token, s, start) {
+			return nil, status.Error(codes.Unauthenticated, msgCutOff)
+		}
+	}
+	if err := checkSession(need, s, c.cache.now()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// msgCutOff is Validate's answer for a session that a RevokeAllSessions
+// cutoff revoked, which a lagging sessiond still validated: sessiond's own
+// message for a token that is not live.
+const msgCutOff = "session token is invalid or expired"
 
 // Revoke ends the session the token belongs to (logout). It reports whether
 // a live session was ended; revoking what is already gone is not an error.
@@ -234,10 +297,53 @@ func (c *Client) Rotate(ctx context.Context, token string) (newToken string, s *
 	return resp.GetToken(), resp.GetSession(), nil
 }
 
+// Reauthentication is what the user has just proved to the login backend,
+// for StepUp.
+type Reauthentication struct {
+	// Methods are the authentication methods the user has just completed
+	// ("password", "totp", "webauthn"), added to the session's AuthMethods
+	// (duplicates dropped); the limits of NewSession.AuthMethods apply to
+	// the result. May be empty.
+	Methods []string
+	// AssuranceLevel is what the session's authentication now amounts to, 1
+	// to 3 (see NewSession.AssuranceLevel). 0 keeps the session's level.
+	AssuranceLevel int
+}
+
+// StepUp is Rotate after the user has proved who they are again (a
+// password, a second factor), typically in answer to a step-up denial (see
+// StepUpDenial): the new session's AuthenticatedAt is now, its AuthMethods
+// gain r.Methods, and its AssuranceLevel becomes r.AssuranceLevel (0: kept).
+// Hand the new token to the user agent in place of the old, which no longer
+// validates. The errors are Rotate's, and codes.InvalidArgument for a level
+// outside 0 to 3 or a malformed method.
+//
+// Streams opened with the old token end (StreamServerInterceptor), as on
+// any rotation. To change the level or methods without recording an
+// authentication, call RotateSession through RPC.
+func (c *Client) StepUp(ctx context.Context, token string, r Reauthentication) (newToken string, s *Session, err error) {
+	if c.cache != nil {
+		c.cache.forget(token)
+	}
+	resp, err := c.rpc.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{
+		Token:           token,
+		AssuranceLevel:  int32(r.AssuranceLevel),
+		AddAuthMethods:  r.Methods,
+		Reauthenticated: true,
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return resp.GetToken(), resp.GetSession(), nil
+}
+
 // RevokeByID ends the session with this public id ("sign out that device").
 // The caller must have checked that the session is one it may end.
 func (c *Client) RevokeByID(ctx context.Context, sessionID string) (bool, error) {
 	resp, err := c.rpc.RevokeSession(ctx, &sessionauthv1.RevokeSessionRequest{Target: &sessionauthv1.RevokeSessionRequest_SessionId{SessionId: sessionID}})
+	if c.cache != nil && resp.GetRevoked() {
+		c.cache.revoke([]string{sessionID})
+	}
 	return resp.GetRevoked(), err
 }
 
@@ -272,12 +378,154 @@ func (c *Client) UserSessions(ctx context.Context, userID string, pageSize int) 
 	}
 }
 
-// RevocationEvent reports sessions revoked together (see WatchRevocations in
-// the proto).
+// AttributeChange is a change to a session's attributes (Update,
+// UpdateByID): Set adds or replaces attributes, Remove deletes keys (a key
+// in both is set; a key the session lacks is ignored). The result must
+// respect NewSession.Attributes' limits: at most 32 entries, keys 1 to 64
+// bytes, values at most 1024, 8192 in all.
+type AttributeChange struct {
+	Set    map[string]string
+	Remove []string
+}
+
+// Update changes the attributes of the live session the token belongs to,
+// in one transaction, and returns the session as updated; concurrent
+// updates of different attributes all land. The session stays live; every
+// caching client drops its copy (REASON_UPDATED on the revocation stream),
+// this one before Update returns. Errors: codes.Unauthenticated (no such
+// live session), codes.InvalidArgument (nothing to change, or over a
+// limit), codes.ResourceExhausted (in place of Unauthenticated while
+// failures are throttled, as for Rotate), codes.Unavailable or
+// codes.Aborted (retry).
+func (c *Client) Update(ctx context.Context, token string, change AttributeChange) (*Session, error) {
+	resp, err := c.rpc.UpdateSession(ctx, &sessionauthv1.UpdateSessionRequest{
+		Target:        &sessionauthv1.UpdateSessionRequest_Token{Token: token},
+		SetAttributes: change.Set, RemoveAttributes: change.Remove,
+	})
+	if c.cache != nil {
+		if err != nil {
+			c.cache.forgetUpdated(token) // it may have been applied
+		} else {
+			c.cache.update([]string{resp.GetSession().GetSessionId()})
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetSession(), nil
+}
+
+// UpdateByID is Update for the session with this public id (an operator, a
+// backend); no such live session is codes.NotFound.
+func (c *Client) UpdateByID(ctx context.Context, sessionID string, change AttributeChange) (*Session, error) {
+	resp, err := c.rpc.UpdateSession(ctx, &sessionauthv1.UpdateSessionRequest{
+		Target:        &sessionauthv1.UpdateSessionRequest_SessionId{SessionId: sessionID},
+		SetAttributes: change.Set, RemoveAttributes: change.Remove,
+	})
+	if c.cache != nil {
+		c.cache.update([]string{sessionID})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetSession(), nil
+}
+
+// Session returns the live session with this public id: an operator's
+// lookup, never answered from the cache. Errors: codes.NotFound (no such
+// live session), codes.InvalidArgument (not a session id), codes.Unavailable.
+func (c *Client) Session(ctx context.Context, sessionID string) (*Session, error) {
+	resp, err := c.rpc.GetSession(ctx, &sessionauthv1.GetSessionRequest{SessionId: sessionID})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetSession(), nil
+}
+
+// Extend sets the absolute expiry of the live session with this id to now +
+// ttl (0: the server default, flag --default-ttl), longer or shorter than
+// before; its idle timeout is unchanged. Caching clients drop their copy,
+// as on Update. Errors: codes.NotFound (no such live session),
+// codes.InvalidArgument (ttl under 1s or over the server maximum, flag
+// --max-ttl), codes.Unavailable, codes.Aborted.
+func (c *Client) Extend(ctx context.Context, sessionID string, ttl time.Duration) (*Session, error) {
+	req := &sessionauthv1.ExtendSessionRequest{SessionId: sessionID}
+	if ttl != 0 {
+		req.Ttl = durationpb.New(ttl)
+	}
+	resp, err := c.rpc.ExtendSession(ctx, req)
+	if c.cache != nil {
+		c.cache.update([]string{sessionID})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetSession(), nil
+}
+
+// AllSessions iterates over every live session of every user, reading pages
+// of up to pageSize (0: the server default, 50; at most 200) as it goes: an
+// operator's walk over the whole store, in no particular order. A page may
+// be short or empty without the walk being over. A session live for the
+// whole walk is yielded at least once, rarely twice (deduplicate by
+// SessionId if that matters); one created or ended during the walk may or
+// may not be. It stops at the first error, which it yields.
+func (c *Client) AllSessions(ctx context.Context, pageSize int) iter.Seq2[*Session, error] {
+	return func(yield func(*Session, error) bool) {
+		token := ""
+		for {
+			resp, err := c.rpc.ListSessions(ctx, &sessionauthv1.ListSessionsRequest{PageSize: int32(pageSize), PageToken: token})
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			for _, s := range resp.GetSessions() {
+				if !yield(s, nil) {
+					return
+				}
+			}
+			if token = resp.GetNextPageToken(); token == "" {
+				return
+			}
+		}
+	}
+}
+
+// RevokeAll is the incident button: every session created before
+// issuedBefore (the zero time: now, by sessiond's clock), whoever its user,
+// stops validating on every sessiond sharing the Redis within a second, and
+// every caching client drops it at once (this one before RevokeAll
+// returns). Sessions created at or after the cutoff are untouched.
+// RevokeAll returns the cutoff in force: issuedBefore rounded up to the
+// millisecond (creation times are kept to the millisecond, so a session
+// created within that millisecond is cut off too), or a later cutoff set
+// before (the cutoff only moves forward). Errors: codes.InvalidArgument
+// (issuedBefore in the future), codes.Unavailable, codes.Aborted.
+func (c *Client) RevokeAll(ctx context.Context, issuedBefore time.Time) (time.Time, error) {
+	req := &sessionauthv1.RevokeAllSessionsRequest{}
+	if !issuedBefore.IsZero() {
+		req.IssuedBefore = timestamppb.New(issuedBefore)
+	}
+	resp, err := c.rpc.RevokeAllSessions(ctx, req)
+	if err != nil {
+		return time.Time{}, err
+	}
+	inForce := resp.GetIssuedBefore().AsTime()
+	if c.cache != nil {
+		c.cache.revokeBefore(inForce)
+	}
+	return inForce, nil
+}
+
+// RevocationEvent reports sessions revoked together, a session's data
+// changed (REASON_UPDATED: not a revocation), or a RevokeAllSessions cutoff
+// (REASON_ALL_REVOKED: issued_before set, session_ids empty). See
+// WatchRevocations in the proto.
 type RevocationEvent = sessionauthv1.RevocationEvent
 
-// Revocations streams every revocation made through any sessiond on the same
-// Redis from the moment the stream is established, until ctx ends or the
+// Revocations streams every revocation (and every change to a session's
+// data) made through any sessiond on the same Redis from the moment the
+// stream is established, until ctx ends or the
 // stream breaks (it then yields the error: events may have been missed). A
 // client built WithCache already does this for its cache; use it to keep
 // your own derived state in step.

@@ -9,6 +9,8 @@ import (
 	"net/http/httptest"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -206,4 +208,134 @@ func ExampleClient_UserSessions() {
 	// Output:
 	// Safari/19
 	// Firefox/140
+}
+
+// A route that needs more than a session: deleting the account needs a
+// second factor (assurance level 2) proved within the last five minutes.
+// That route's handler gets a middleware of its own with the requirement; a
+// weaker session gets 403 with the reason, and once the user has proved a
+// second factor the login backend steps the session up and the new token
+// passes.
+func ExampleClient_StepUp() {
+	conn, err := grpc.NewClient(sessiondAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	sessions := client.New(conn)
+
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, _ := client.SessionFromContext(r.Context())
+		fmt.Fprintln(w, "hello", s.GetUserId())
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/account", client.HTTPMiddleware(sessions)(hello))
+	mux.Handle("/account/delete", client.HTTPMiddleware(sessions,
+		client.WithMinAssuranceLevel(2), client.WithMaxAuthAge(5*time.Minute))(hello))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	get := func(path, token string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			log.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Print(path, ": ", resp.StatusCode, " ", resp.Header.Get(client.StepUpReasonHeader), " ", string(body))
+	}
+
+	ctx := context.Background()
+	token, _, err := sessions.Create(ctx, client.NewSession{UserID: "user-5", AuthMethods: []string{"password"}, AssuranceLevel: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	get("/account", token)
+	get("/account/delete", token)
+
+	// The user enters a TOTP code; the login backend checks it, then:
+	token, s, err := sessions.StepUp(ctx, token, client.Reauthentication{Methods: []string{"totp"}, AssuranceLevel: 2})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("stepped up:", s.GetAuthMethods(), "level", s.GetAssuranceLevel())
+	get("/account/delete", token) // the new token, set in place of the old
+	// Output:
+	// /account: 200  hello user-5
+	// /account/delete: 403 ASSURANCE_LEVEL_TOO_LOW {"error":"ASSURANCE_LEVEL_TOO_LOW","message":"this needs assurance level 2 and the session has 1: authenticate with a stronger method","metadata":{"assurance_level":"1","required_assurance_level":"2"}}
+	// stepped up: [password totp] level 2
+	// /account/delete: 200  hello user-5
+}
+
+// A gRPC method that needs more than a session: a second interceptor with
+// the requirement, behind go-grpc-middleware's selector, guards it alone.
+// The caller gets PermissionDenied with the reason in an ErrorInfo.
+func ExampleWithMinAssuranceLevel() {
+	conn, err := grpc.NewClient(sessiondAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	sessions := client.New(conn, client.WithCache(100_000, time.Minute))
+	defer sessions.Close()
+
+	needsAAL2 := selector.MatchFunc(func(_ context.Context, m interceptors.CallMeta) bool {
+		return m.FullMethod() == "/shop.v1.Orders/List" // orders show payment details
+	})
+	shop, stop := serveOrders(nil, grpc.ChainUnaryInterceptor(
+		client.UnaryServerInterceptor(sessions),
+		selector.UnaryServerInterceptor(client.UnaryServerInterceptor(sessions, client.WithMinAssuranceLevel(2)), needsAAL2),
+	))
+	defer stop()
+
+	ctx := context.Background()
+	token, _, err := sessions.Create(ctx, client.NewSession{UserID: "user-6", AuthMethods: []string{"password"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = listOrders(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), shop)
+	if info, ok := client.StepUpDenial(err); ok {
+		fmt.Println(status.Code(err), info.GetReason(), "needs", info.GetMetadata()["required_assurance_level"])
+	}
+	token, _, err = sessions.StepUp(ctx, token, client.Reauthentication{Methods: []string{"webauthn"}, AssuranceLevel: 2})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(listOrders(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), shop))
+	// Output:
+	// PermissionDenied ASSURANCE_LEVEL_TOO_LOW needs 2
+	// orders of user-6 <nil>
+}
+
+// Before a sensitive action, a backend demands that the user authenticated
+// recently; a session that did not gets a denial saying so.
+func ExampleStepUpDenial() {
+	conn, err := grpc.NewClient(sessiondAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	sessions := client.New(conn)
+	ctx := context.Background()
+	token, _, err := sessions.Create(ctx, client.NewSession{UserID: "user-8", AuthMethods: []string{"password", "totp"}, AssuranceLevel: 2})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	_, err = sessions.Validate(ctx, token, client.WithMinAssuranceLevel(2), client.WithMaxAuthAge(10*time.Minute))
+	fmt.Println("just logged in:", status.Code(err))
+
+	_, err = sessions.Validate(ctx, token, client.WithMinAssuranceLevel(3))
+	switch info, ok := client.StepUpDenial(err); {
+	case !ok:
+		fmt.Println(status.Code(err))
+	case info.GetReason() == client.ReasonAssuranceLevelTooLow:
+		fmt.Println("ask for a security key, then StepUp")
+	case info.GetReason() == client.ReasonReauthenticationRequired:
+		fmt.Println("ask for the password again, then StepUp")
+	}
+	// Output:
+	// just logged in: OK
+	// ask for a security key, then StepUp
 }

@@ -81,8 +81,8 @@ sessiond_client_cache_entries{sessiond="test"} 0
 		"sessiond_client_cache_live", "sessiond_client_cache_entries"); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(clientmetrics.NewCacheCollector(c, nil)); n != 7 {
-		t.Fatalf("%d metrics, want 7", n)
+	if n := testutil.CollectAndCount(clientmetrics.NewCacheCollector(c, nil)); n != 8 {
+		t.Fatalf("%d metrics, want 8", n)
 	}
 
 	// Drops: sessiond goes away, the stream breaks, the cache is emptied.

@@ -101,15 +101,34 @@ func TestOptions(t *testing.T) {
 
 func TestShortIdleTimeoutSlides(t *testing.T) {
 	t.Parallel()
-	d := clienttest.Start(t, clienttest.WithIdleTimeout(time.Second))
+	const idle = time.Second
+	d := clienttest.Start(t, clienttest.WithIdleTimeout(idle))
 	ctx := callCtx(t)
-	token, _ := d.CreateSession(t, "user-42")
-	// Validations keep it alive past the idle timeout (touched at most every
-	// 100ms)...
-	for range 4 {
-		time.Sleep(400 * time.Millisecond)
-		if _, err := d.Client().Validate(ctx, token); err != nil {
-			t.Fatalf("validated every 500ms: %v", err)
+	// Validations every 100ms keep it alive past the idle timeout (touched
+	// at most every 100ms)... Should a loaded machine stall the test for
+	// half the idle timeout between two validations, that premise no longer
+	// holds: start again with a new session, a few times at most.
+	var token string
+	for attempt := 1; token == ""; attempt++ {
+		tok, _ := d.CreateSession(t, "user-42")
+		created := time.Now()
+		last := created
+		for time.Since(created) < 2*idle {
+			time.Sleep(100 * time.Millisecond)
+			sent := time.Now()
+			_, err := d.Client().Validate(ctx, tok)
+			if err != nil && sent.Sub(last) < idle/2 {
+				t.Fatalf("validated %v after the previous validation: %v", sent.Sub(last), err)
+			}
+			if err != nil {
+				tok = "" // stalled: try again
+				break
+			}
+			last = sent
+		}
+		token = tok
+		if token == "" && attempt == 5 {
+			t.Fatal("the test was stalled for half the idle timeout in each of 5 attempts")
 		}
 	}
 	// ...and idle, it ends.
