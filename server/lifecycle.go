@@ -179,6 +179,7 @@ func (s *Server) reused(ctx context.Context, err error) {
 		return
 	}
 	attrs := []any{"reused_session_id", reuse.ReusedID, "caller", access.CallerFromContext(ctx)}
+	s.metrics.reuse(reuse.Revocation != nil)
 	if reuse.Revocation == nil {
 		s.log.WarnContext(ctx, "rotated-away token presented again after the rotation grace; no session of its chain was live", attrs...)
 		return

@@ -31,6 +31,7 @@ type Metrics struct {
 	subscriptionUp   prometheus.Gauge
 	revocationEvents prometheus.Counter
 	watchersLagged   prometheus.Counter
+	reuseDetected    *prometheus.CounterVec
 }
 
 // NewMetrics returns the service's metrics, all at zero.
@@ -58,7 +59,13 @@ func NewMetrics() *Metrics {
 			Name: "sessiond_revocation_watchers_lagged_total",
 			Help: "WatchRevocations streams ended because their client fell too far behind.",
 		}),
+		reuseDetected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessiond_reuse_detected_total",
+			Help: "Rotated-away tokens presented again after the rotation grace (a stolen copy, probably), by whether the chain's newest session was revoked (revoked) or none was live (none).",
+		}, []string{"outcome"}),
 	}
+	m.reuseDetected.WithLabelValues("revoked")
+	m.reuseDetected.WithLabelValues("none")
 	// Resolve every series now: the hot path then observes without a lookup,
 	// and every series is exported from the start.
 	for op := range numStoreOps {
@@ -84,7 +91,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.grpc, m.storeLatency, m.watchers, m.subscriptionUp, m.revocationEvents, m.watchersLagged}
+	return []prometheus.Collector{m.grpc, m.storeLatency, m.watchers, m.subscriptionUp, m.revocationEvents, m.watchersLagged, m.reuseDetected}
 }
 
 // Interceptors returns the interceptors that measure the gRPC calls, to go
@@ -128,6 +135,17 @@ func (m *Metrics) watcherAdded(n int) {
 func (m *Metrics) revocationPublished() {
 	if m != nil {
 		m.revocationEvents.Inc()
+	}
+}
+
+func (m *Metrics) reuse(revoked bool) {
+	if m == nil {
+		return
+	}
+	if revoked {
+		m.reuseDetected.WithLabelValues("revoked").Inc()
+	} else {
+		m.reuseDetected.WithLabelValues("none").Inc()
 	}
 }
 

@@ -69,7 +69,7 @@ func waitStatus(t *testing.T, url string, want int) {
 func TestAdminEndpoints(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	conn, logs, _ := startRun(t, []string{"--redis-url=" + srv.URL(), "--health-interval=50ms", "--request-timeout=500ms"}, noEnv)
+	conn, logs, _ := startRun(t, []string{"--redis-url=" + srv.URL(), "--health-interval=50ms", "--request-timeout=500ms", "--rotation-grace=0"}, noEnv)
 	base := "http://" + adminAddr(t, logs)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -165,6 +165,21 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	if strings.Contains(metrics, created.GetToken()) {
 		t.Error("/metrics holds a token")
+	}
+
+	// A rotated-away token presented again (no grace here) is counted.
+	reused, err := c.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{UserId: "metrics-user"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RotateSession(ctx, &sessionauthv1.RotateSessionRequest{Token: reused.GetToken()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: reused.GetToken()}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a rotated-away token: %v", err)
+	}
+	if _, metrics := get(t, base+"/metrics"); !strings.Contains(metrics, `sessiond_reuse_detected_total{outcome="revoked"} 1`) {
+		t.Errorf("/metrics does not count the reuse detection:\n%s", metrics)
 	}
 
 	// Readiness follows Redis: down, then back. Liveness does not.
