@@ -83,6 +83,13 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 		return status.FromContextError(err).Err()
 	case classUnavailable:
 		s.log.WarnContext(ctx, "session store unavailable", "error", err)
+		var refused *store.RefusedError
+		switch {
+		case errors.As(err, &refused):
+			return status.Error(codes.Unavailable, "the session store refuses writes ("+refused.Reason+"); nothing was written: retry later, and tell its operator")
+		case errors.Is(err, store.ErrNotReplicated):
+			return status.Error(codes.Unavailable, "the write reached the Redis master but not enough of its replicas in time: it may or may not survive a failover; retry (revocations are idempotent)")
+		}
 		return status.Error(codes.Unavailable, "session store unavailable; retry later")
 	case classConflict:
 		return status.Error(codes.Aborted, "too many concurrent changes to this user's sessions; retry")

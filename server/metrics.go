@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -192,11 +193,13 @@ const (
 	outcomeCanceled
 	outcomeConflict
 	outcomeError
+	outcomeRefused       // Redis refused the write (out of memory, read-only, ...)
+	outcomeNotReplicated // applied, but too few replicas acknowledged it in time
 	numOutcomes
 )
 
 func (o outcome) String() string {
-	return [...]string{"ok", "not_found", "unavailable", "timeout", "canceled", "conflict", "error"}[o]
+	return [...]string{"ok", "not_found", "unavailable", "timeout", "canceled", "conflict", "error", "refused", "not_replicated"}[o]
 }
 
 // outcomeOf is an operation's outcome, from the one classification of
@@ -214,6 +217,12 @@ func outcomeOf(err error) outcome {
 	case classCanceled:
 		return outcomeCanceled
 	case classUnavailable:
+		switch {
+		case errors.Is(err, store.ErrWritesRefused):
+			return outcomeRefused
+		case errors.Is(err, store.ErrNotReplicated):
+			return outcomeNotReplicated
+		}
 		return outcomeUnavailable
 	case classConflict:
 		return outcomeConflict

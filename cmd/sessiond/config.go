@@ -70,6 +70,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (daem
 	fs.IntVar(&st.MaxSessionsPerUser, "max-sessions-per-user", 100, "live sessions per user; a create over the cap revokes the oldest (0: no cap)")
 	fs.StringVar(&st.KeyPrefix, "key-prefix", "sessiond", "prefix of every Redis key")
 	fs.DurationVar(&f.rotationGrace, "rotation-grace", store.DefaultRotationGrace, "a token RotateSession replaced and presented again within this time is just refused (two tabs racing);\nafter it, it is taken for a stolen copy and the session that replaced it is revoked too (0: no grace)")
+	fs.IntVar(&st.MinReplicaAcks, "min-replica-acks", 0, "every write waits until this many replicas of its Redis master acknowledge it (Redis WAIT, after the EXEC);\nfewer within --replica-ack-timeout: Unavailable (the write reached the master but may not survive a failover),\nand readiness is NOT_SERVING while a master has fewer replicas online (0: acknowledged once the master applied it)")
+	fs.DurationVar(&st.ReplicaAckTimeout, "replica-ack-timeout", store.DefaultReplicaAckTimeout, "how long a write waits for --min-replica-acks replicas")
 	fs.DurationVar(&st.CutoffMaxAge, "cutoff-max-age", store.DefaultCutoffMaxAge, "how long the RevokeAllSessions cutoff read from Redis is trusted: every replica re-reads it 4 times in this\ninterval, and refuses to validate (Unavailable, not ready) while it cannot")
 	fs.DurationVar(&svc.RequestTimeout, "request-timeout", server.DefaultRequestTimeout, "longest a call waits for Redis before failing with Unavailable")
 	fs.DurationVar(&c.HealthInterval, "health-interval", daemon.DefaultHealthInterval, "how often Redis is pinged for the health service")
@@ -210,6 +212,19 @@ func check(c *daemon.Config, f *flags) error {
 	}
 	if st.TouchInterval < 0 || (f.idleTimeout > 0 && st.TouchInterval >= f.idleTimeout) {
 		bad("--touch-interval %v: must not be negative, and must be shorter than --idle-timeout %v", st.TouchInterval, f.idleTimeout)
+	}
+	if st.MinReplicaAcks > 0 && modes == 0 {
+		bad("--min-replica-acks %d needs a Redis with replicas (--redis-url, --redis-cluster-addrs or --redis-sentinel-addrs), not the embedded store", st.MinReplicaAcks)
+	}
+	if st.MinReplicaAcks < 0 || st.MinReplicaAcks > 16 {
+		bad("--min-replica-acks %d: want 0 to 16", st.MinReplicaAcks)
+	}
+	if st.ReplicaAckTimeout < time.Millisecond || st.ReplicaAckTimeout > time.Minute {
+		bad("--replica-ack-timeout %v: want 1ms to 1m", st.ReplicaAckTimeout)
+	}
+	if st.MinReplicaAcks > 0 && (st.ReplicaAckTimeout >= svc.RequestTimeout || st.ReplicaAckTimeout >= r.Timeout) {
+		bad("--replica-ack-timeout %v: must be shorter than --request-timeout %v and --redis-timeout %v, or writes time out before they learn whether they were replicated",
+			st.ReplicaAckTimeout, svc.RequestTimeout, r.Timeout)
 	}
 	if f.rotationGrace < 0 {
 		bad("--rotation-grace %v: must not be negative (0: no grace)", f.rotationGrace)

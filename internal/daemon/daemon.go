@@ -217,7 +217,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	}
 	log.Info("sessiond serving", "listen", lis.Addr().String(), "redis_mode", cfg.Redis.mode(),
 		"default_ttl", cfg.Service.DefaultTTL, "max_ttl", cfg.Service.MaxTTL, "idle_timeout", max(cfg.Service.DefaultIdleTimeout, 0),
-		"touch_interval", cfg.Store.TouchInterval, "max_sessions_per_user", cfg.Store.MaxSessionsPerUser,
+		"touch_interval", cfg.Store.TouchInterval, "max_sessions_per_user", cfg.Store.MaxSessionsPerUser, "min_replica_acks", cfg.Store.MinReplicaAcks,
 		"key_prefix", cfg.Store.KeyPrefix, "ext_authz", cfg.ExtAuthz, "admin_listen", adm.addr(), "forward_auth_listen", fa.addr())
 
 	healthCtx, stopHealth := context.WithCancel(ctx)

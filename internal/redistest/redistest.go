@@ -216,6 +216,22 @@ func (s *Server) signal(sig syscall.Signal) {
 	}
 }
 
+// Freeze stops the server (SIGSTOP) without ending it: it holds its
+// connections and answers nothing until Thaw.
+func (s *Server) Freeze() { s.pause(syscall.SIGSTOP) }
+
+// Thaw lets a frozen server go on (SIGCONT).
+func (s *Server) Thaw() { s.pause(syscall.SIGCONT) }
+
+func (s *Server) pause(sig syscall.Signal) {
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(sig)
+	}
+}
+
 // Restart starts the server again on the same port, with the same data
 // directory (so an append-only file, if enabled, is replayed).
 func (s *Server) Restart() {

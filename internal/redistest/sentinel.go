@@ -39,6 +39,19 @@ func StartSentinel(tb testing.TB, args ...string) *SentinelGroup {
 // sentinel's PING) does not trigger a failover.
 func StartSentinelDownAfter(tb testing.TB, downAfter time.Duration, args ...string) *SentinelGroup {
 	tb.Helper()
+	return startSentinel(tb, downAfter, 5*time.Second, args...)
+}
+
+// StartSentinelRepeated is StartSentinel for a test that fails the group
+// over again and again: a sentinel does not fail the same master over twice
+// within two failover timeouts, 1s here (5s otherwise).
+func StartSentinelRepeated(tb testing.TB, args ...string) *SentinelGroup {
+	tb.Helper()
+	return startSentinel(tb, time.Second, time.Second, args...)
+}
+
+func startSentinel(tb testing.TB, downAfter, failoverTimeout time.Duration, args ...string) *SentinelGroup {
+	tb.Helper()
 	g := &SentinelGroup{tb: tb}
 	nodeArgs := append([]string{"--repl-diskless-sync-delay", "0"}, args...)
 	g.Master = Start(tb, nodeArgs...)
@@ -52,7 +65,7 @@ func StartSentinelDownAfter(tb testing.TB, downAfter time.Duration, args ...stri
 			m := SentinelMaster
 			body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n", s.port, s.dir, filepath.Join(s.dir, "redis.log")) +
 				fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d 2\n", m, g.Master.Port()) +
-				fmt.Sprintf("sentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n", m, downAfter.Milliseconds(), m, m)
+				fmt.Sprintf("sentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s %d\nsentinel parallel-syncs %s 1\n", m, downAfter.Milliseconds(), m, failoverTimeout.Milliseconds(), m)
 			if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 				tb.Fatal(err)
 			}
@@ -119,4 +132,108 @@ func waitReplicaSynced(tb testing.TB, replica *Server) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// CurrentMaster returns the node the sentinels name as master now (Master
+// or Replica), or nil if they do not agree on one of them.
+func (g *SentinelGroup) CurrentMaster(tb testing.TB) *Server {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var found *Server
+	for _, s := range g.Sentinels {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+		addr, err := sc.GetMasterAddrByName(ctx, SentinelMaster).Result()
+		sc.Close()
+		if err != nil || len(addr) != 2 {
+			return nil
+		}
+		var node *Server
+		for _, n := range []*Server{g.Master, g.Replica} {
+			if strconv.Itoa(n.Port()) == addr[1] {
+				node = n
+			}
+		}
+		if node == nil || (found != nil && found != node) {
+			return nil
+		}
+		found = node
+	}
+	return found
+}
+
+// Other returns the node of the pair that n is not.
+func (g *SentinelGroup) Other(n *Server) *Server {
+	if n == g.Master {
+		return g.Replica
+	}
+	return g.Master
+}
+
+// WaitFailover waits (at most timeout) until every sentinel names the other
+// node than old as master, and that node says it is one.
+func (g *SentinelGroup) WaitFailover(tb testing.TB, old *Server, timeout time.Duration) *Server {
+	tb.Helper()
+	want := g.Other(old)
+	deadline := time.Now().Add(timeout)
+	for {
+		if g.CurrentMaster(tb) == want && want.roleIs("master") {
+			return want
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: no failover from %s to %s within %v", old.Addr(), want.Addr(), timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WaitReplicaOf waits (at most timeout) until replica is a replica of
+// master, in sync: what a restarted old master becomes once the sentinels
+// have reconfigured it.
+func (g *SentinelGroup) WaitReplicaOf(tb testing.TB, replica, master *Server, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		rc := replica.nodeClient()
+		info, err := rc.Info(ctx, "replication").Result()
+		rc.Close()
+		cancel()
+		if err == nil && infoField(info, "role") == "slave" && infoField(info, "master_port") == strconv.Itoa(master.Port()) &&
+			infoField(info, "master_link_status") == "up" && infoField(info, "master_sync_in_progress") == "0" {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: %s not a replica of %s in sync within %v: %v\n%s", replica.Addr(), master.Addr(), timeout, err, info)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// roleIs reports whether the node answers INFO with this role.
+func (s *Server) roleIs(role string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c := s.nodeClient()
+	defer c.Close()
+	info, err := c.Info(ctx, "replication").Result()
+	return err == nil && infoField(info, "role") == role
+}
+
+// RestartAsReplicaOf restarts the node (stopped or killed) as a replica of
+// master, with its other arguments unchanged: an old master coming back
+// after a failover, without waiting for the sentinels to reconfigure it.
+func (s *Server) RestartAsReplicaOf(master *Server) {
+	s.tb.Helper()
+	s.Stop()
+	var args []string
+	for i := 0; i < len(s.args); i++ {
+		if s.args[i] == "--replicaof" && i+2 < len(s.args) {
+			i += 2
+			continue
+		}
+		args = append(args, s.args[i])
+	}
+	s.args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port()))
+	s.Restart()
 }

@@ -29,7 +29,53 @@ var (
 	// ErrMalformedCursor: a list cursor that ListUser or List cannot have
 	// produced.
 	ErrMalformedCursor = errors.New("malformed list cursor")
+	// ErrNotReplicated: a write was applied by the master but fewer replicas
+	// than Config.MinReplicaAcks acknowledged it within the timeout; it may
+	// or may not survive a failover. Always wrapped with ErrUnavailable.
+	ErrNotReplicated = errors.New("write not acknowledged by enough replicas")
+	// ErrWritesRefused: Redis answers but refuses writes (out of memory
+	// with noeviction, a read-only replica, a failed RDB save, too few
+	// replicas for min-replicas-to-write); the error is a *RefusedError.
+	// Always wrapped with ErrUnavailable.
+	ErrWritesRefused = errors.New("session store refuses writes")
 )
+
+// RefusedError is a write Redis refused, with why.
+type RefusedError struct {
+	// Reason says why, in words an operator can act on.
+	Reason string
+	err    error // Redis' reply
+}
+
+func (e *RefusedError) Error() string { return e.Reason + ": " + e.err.Error() }
+
+// Is makes a RefusedError ErrWritesRefused and ErrUnavailable.
+func (e *RefusedError) Is(target error) bool {
+	return target == ErrWritesRefused || target == ErrUnavailable
+}
+
+// refusals are the replies with which Redis refuses a write it could
+// otherwise make, and what they mean.
+var refusals = []struct{ prefix, reason string }{
+	{"OOM", "out of memory: Redis reached maxmemory and its policy (noeviction) evicts nothing"},
+	{"READONLY", "read-only: sessiond reached a replica, not the master"},
+	{"MISCONF", "the last RDB save failed and Redis stops writes (stop-writes-on-bgsave-error)"},
+	{"NOREPLICAS", "too few replicas for Redis' own min-replicas-to-write"},
+}
+
+// refusedBy returns the RefusedError of a reply that refuses a write, or nil.
+func refusedBy(err error) error {
+	var rerr redis.Error
+	if err == nil || !errors.As(err, &rerr) {
+		return nil
+	}
+	for _, r := range refusals {
+		if redis.HasErrorPrefix(err, r.prefix) {
+			return &RefusedError{Reason: r.reason, err: err}
+		}
+	}
+	return nil
+}
 
 // transientPrefixes are Redis error replies that mean "this node cannot serve
 // now", as opposed to a bug in the command sent. MOVED and ASK reach the
@@ -49,6 +95,12 @@ func wrapErr(ctx context.Context, op string, err error) error {
 	}
 	if errors.Is(err, redis.TxFailedErr) {
 		return fmt.Errorf("%s: %w", op, ErrConflict)
+	}
+	if errors.Is(err, ErrWritesRefused) || errors.Is(err, ErrNotReplicated) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if r := refusedBy(err); r != nil {
+		return fmt.Errorf("%s: %w", op, r)
 	}
 	var rerr redis.Error
 	if errors.As(err, &rerr) {

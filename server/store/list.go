@@ -2,14 +2,12 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -47,12 +45,6 @@ const (
 	scanCount         = 256
 	maxScansPerPage   = 16
 )
-
-// scanNode is one master of the walk.
-type scanNode struct {
-	slot int // the lowest slot it owns; 0 outside a Cluster
-	c    redis.Cmdable
-}
 
 // listCursor is where the walk stands.
 type listCursor struct {
@@ -105,18 +97,18 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (sessions []
 	if err := s.ensureCutoff(ctx); err != nil {
 		return nil, "", err
 	}
-	nodes, err := s.scanNodes(ctx)
+	nodes, err := s.masters(ctx)
 	if err != nil {
 		return nil, "", err
 	}
 	// The master the walk is on: the one whose lowest slot the cursor names,
 	// or (the Cluster changed since) the next one after it.
-	i := slices.IndexFunc(nodes, func(n scanNode) bool { return n.slot >= pos.slot })
+	i := slices.IndexFunc(nodes, func(n master) bool { return n.lowest >= pos.slot })
 	if i < 0 {
 		return nil, "", nil
 	}
-	if nodes[i].slot != pos.slot {
-		pos = listCursor{slot: nodes[i].slot}
+	if nodes[i].lowest != pos.slot {
+		pos = listCursor{slot: nodes[i].lowest}
 	}
 	match := globEscape(s.prefix) + ":v1:{*}:s:*"
 	for range maxScansPerPage {
@@ -144,7 +136,7 @@ func (s *Store) List(ctx context.Context, limit int, cursor string) (sessions []
 			if i++; i == len(nodes) {
 				return sessions, "", nil
 			}
-			pos.slot = nodes[i].slot
+			pos.slot = nodes[i].lowest
 		}
 		if len(sessions) == limit {
 			break
@@ -218,46 +210,6 @@ func (s *Store) sessionIDOfKey(key string) (string, bool) {
 		return "", false
 	}
 	return id, true
-}
-
-// scanNodes returns the masters to walk, in the order of their lowest slot.
-func (s *Store) scanNodes(ctx context.Context) ([]scanNode, error) {
-	cc, ok := s.rdb.(*redis.ClusterClient)
-	if !ok {
-		return []scanNode{{slot: 0, c: s.rdb}}, nil
-	}
-	slots, err := cc.ClusterSlots(ctx).Result()
-	if err != nil {
-		return nil, wrapErr(ctx, "list", err)
-	}
-	lowest := map[string]int{} // master address → its lowest slot
-	for _, r := range slots {
-		if len(r.Nodes) == 0 {
-			continue
-		}
-		addr := r.Nodes[0].Addr
-		if low, seen := lowest[addr]; !seen || r.Start < low {
-			lowest[addr] = r.Start
-		}
-	}
-	var mu sync.Mutex
-	var nodes []scanNode
-	err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if slot, ok := lowest[c.Options().Addr]; ok {
-			nodes = append(nodes, scanNode{slot: slot, c: c})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, wrapErr(ctx, "list", err)
-	}
-	if len(nodes) != len(lowest) {
-		return nil, wrapErr(ctx, "list", errors.New("the Cluster's masters changed during the walk; retry"))
-	}
-	slices.SortFunc(nodes, func(a, b scanNode) int { return a.slot - b.slot })
-	return nodes, nil
 }
 
 // globEscape escapes the characters that Redis' glob patterns (SCAN MATCH)

@@ -45,7 +45,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -79,7 +78,19 @@ type Config struct {
 	// presented again without being taken for a stolen copy (reuse.go); 0
 	// means DefaultRotationGrace (10s), a negative value no grace.
 	RotationGrace time.Duration
+	// MinReplicaAcks, when positive, makes every write wait, after its
+	// EXEC and on the same connection, until that many replicas of the
+	// master that took it have acknowledged it (Redis' WAIT), at most
+	// ReplicaAckTimeout; fewer in time is ErrNotReplicated. 0: writes are
+	// acknowledged when the master has applied them.
+	MinReplicaAcks int
+	// ReplicaAckTimeout bounds the wait for MinReplicaAcks; 0 means
+	// DefaultReplicaAckTimeout (500ms).
+	ReplicaAckTimeout time.Duration
 }
+
+// DefaultReplicaAckTimeout is Config.ReplicaAckTimeout's default.
+const DefaultReplicaAckTimeout = 500 * time.Millisecond
 
 // Store is the Redis-backed session store. It is safe for concurrent use.
 type Store struct {
@@ -91,6 +102,8 @@ type Store struct {
 	maxAttempts   int
 	rotationGrace time.Duration
 	cutoff        cutoff
+	minAcks       int
+	ackTimeout    time.Duration
 }
 
 // New returns a store over rdb. It does no I/O.
@@ -103,6 +116,11 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 		clock:         cfg.Clock,
 		maxAttempts:   cfg.MaxAttempts,
 		rotationGrace: cfg.RotationGrace,
+		minAcks:       max(cfg.MinReplicaAcks, 0),
+		ackTimeout:    cfg.ReplicaAckTimeout,
+	}
+	if s.ackTimeout <= 0 {
+		s.ackTimeout = DefaultReplicaAckTimeout
 	}
 	s.cutoff.base, s.cutoff.maxAge = time.Now(), cfg.CutoffMaxAge
 	if s.cutoff.maxAge <= 0 {
@@ -629,47 +647,6 @@ func (s *Store) ListUser(ctx context.Context, userID string, limit int, cursor s
 	return sessions, next, nil
 }
 
-// Ping checks that Redis answers and that the revoke-all cutoff can be read
-// (which refreshes it): without it, nothing validates. On a Cluster it pings
-// every master and succeeds if any answers (and the cutoff's master does):
-// one lost master makes its users fail (with Unavailable) until its replica
-// takes over, but the process can still serve the rest, and every sessiond
-// replica is affected alike, so readiness must not flap with whichever node
-// a single ping happened to reach.
-func (s *Store) Ping(ctx context.Context) error {
-	if err := s.ping(ctx); err != nil {
-		return err
-	}
-	return s.RefreshCutoff(ctx)
-}
-
-func (s *Store) ping(ctx context.Context) error {
-	cc, ok := s.rdb.(*redis.ClusterClient)
-	if !ok {
-		return wrapErr(ctx, "ping", s.rdb.Ping(ctx).Err())
-	}
-	var answered atomic.Int32
-	var last atomic.Value
-	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		if err := c.Ping(ctx).Err(); err != nil {
-			last.Store(err)
-		} else {
-			answered.Add(1)
-		}
-		return nil
-	})
-	if answered.Load() > 0 {
-		return nil
-	}
-	if err == nil {
-		err, _ = last.Load().(error)
-	}
-	if err == nil {
-		err = errors.New("no master answered")
-	}
-	return wrapErr(ctx, "ping", err)
-}
-
 func formatID(t tag, member string) string { return t.String() + "_" + member }
 
 func memberString(m any) string {
@@ -689,13 +666,37 @@ func cmpMember[T any](a, b T) int {
 }
 
 // commit runs the writes fn queues as one MULTI/EXEC on tx's connection:
-// every write of the store goes through it.
+// every write of the store goes through it. A write Redis refuses (out of
+// memory, read-only, ...) is a *RefusedError; with MinReplicaAcks, the
+// write then waits for that many replicas (WAIT, on the same connection:
+// on a Cluster, the master that took it) and is ErrNotReplicated if fewer
+// acknowledge it in time.
 func (s *Store) commit(ctx context.Context, tx *redis.Tx, fn func(p redis.Pipeliner)) error {
-	_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+	cmds, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		fn(p)
 		return nil
 	})
-	return err
+	if err != nil {
+		// An EXECABORT says only that a queued command was refused: the
+		// command's own reply says why.
+		for _, c := range cmds {
+			if r := refusedBy(c.Err()); r != nil {
+				return r
+			}
+		}
+		return err
+	}
+	if s.minAcks == 0 {
+		return nil
+	}
+	n, err := tx.Do(ctx, "WAIT", s.minAcks, s.ackTimeout.Milliseconds()).Int()
+	if err != nil {
+		return fmt.Errorf("%w: %w: the write was applied, but waiting for its replicas failed: %w", ErrUnavailable, ErrNotReplicated, err)
+	}
+	if n < s.minAcks {
+		return fmt.Errorf("%w: %w: %d of %d replicas acknowledged the write within %v", ErrUnavailable, ErrNotReplicated, n, s.minAcks, s.ackTimeout)
+	}
+	return nil
 }
 
 // watch runs fn under WATCH keys, retrying with jittered backoff while it

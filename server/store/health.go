@@ -1,0 +1,204 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Ping is the health check: it succeeds while this store can serve. On a
+// single Redis or Sentinel, the master must answer, accept a write (SET XX of
+// a key that never exists, sessiond:v1:{<tag>}:probe, so that nothing is
+// written: a master out of memory, read-only or refusing writes after a
+// failed save refuses it all the same, and is not ready),
+// have at least Config.MinReplicaAcks replicas connected (INFO replication;
+// fewer would fail every write), and the revoke-all cutoff must be read
+// (which refreshes it): without it, nothing validates.
+//
+// On a Cluster, a master that does not answer is tolerated as long as one
+// does: it makes its own users fail (Unavailable) until its replica takes
+// over, and every sessiond replica alike, so readiness must not flap with
+// whichever node a ping happened to reach. But a master that answers and
+// refuses writes, or has too few replicas, makes this store not ready, as
+// does the cutoff's master not answering.
+func (s *Store) Ping(ctx context.Context) error {
+	masters, err := s.masters(ctx)
+	if err != nil {
+		return err
+	}
+	var (
+		mu       sync.Mutex
+		answered int
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for _, m := range masters {
+		wg.Go(func() {
+			answers, err := s.checkMaster(ctx, m)
+			mu.Lock()
+			defer mu.Unlock()
+			if answers {
+				answered++
+			}
+			if err != nil && (firstErr == nil || answers) {
+				firstErr = err // a master that answers and refuses is the error to tell
+			}
+		})
+	}
+	wg.Wait()
+	switch {
+	case answered == 0:
+		if firstErr == nil {
+			firstErr = errors.New("no master answered")
+		}
+		return wrapErr(ctx, "ping", firstErr)
+	case firstErr != nil && !isTransport(firstErr):
+		return firstErr
+	}
+	return s.RefreshCutoff(ctx)
+}
+
+// isTransport reports whether err is a master not answering (tolerated on a
+// Cluster), as opposed to one answering that it cannot serve.
+func isTransport(err error) bool {
+	var rerr redis.Error
+	return !errors.As(err, &rerr) && !errors.Is(err, ErrWritesRefused) && !errors.Is(err, ErrNotReplicated)
+}
+
+// checkMaster pings m, writes its probe key and, with MinReplicaAcks,
+// counts its replicas. answers reports whether it answered at all.
+func (s *Store) checkMaster(ctx context.Context, m master) (answers bool, err error) {
+	if err := m.c.Ping(ctx).Err(); err != nil {
+		return false, err
+	}
+	// SET ... XX of a key that never exists: refused like any write (out of
+	// memory, read-only, a failed save), and writes nothing.
+	if err := m.c.SetXX(ctx, s.keyBase(m.probeTag)+"probe", 1, time.Minute).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		if r := refusedBy(err); r != nil {
+			return true, fmt.Errorf("ping %s: %w", m.addr, r)
+		}
+		return true, wrapErr(ctx, "ping", err)
+	}
+	if s.minAcks == 0 {
+		return true, nil
+	}
+	info, err := m.c.Info(ctx, "replication").Result()
+	if err != nil {
+		return true, wrapErr(ctx, "ping", err)
+	}
+	if n := onlineReplicas(info); n < s.minAcks {
+		return true, fmt.Errorf("ping %s: %w: %w: %d replicas online, and every write waits for %d (--min-replica-acks)",
+			m.addr, ErrUnavailable, ErrNotReplicated, n, s.minAcks)
+	}
+	return true, nil
+}
+
+// onlineReplicas counts the replicas INFO replication reports online
+// ("slave0:ip=...,port=...,state=online,offset=...,lag=...").
+func onlineReplicas(info string) int {
+	n := 0
+	for line := range strings.Lines(info) {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
+			n++
+		}
+	}
+	return n
+}
+
+// master is one master of the deployment: its client, and a hash tag whose
+// keys it holds (the probe's).
+type master struct {
+	addr     string
+	c        redis.Cmdable
+	lowest   int // the lowest slot it owns (0 outside a Cluster)
+	probeTag tag
+}
+
+// probeTag is the tag of the probe key outside a Cluster.
+var probeTag = tag{'p', 'r', 'o', 'b'}
+
+// masters returns the masters to check or walk, in the order of their
+// lowest slot: one outside a Cluster.
+func (s *Store) masters(ctx context.Context) ([]master, error) {
+	cc, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return []master{{c: s.rdb, probeTag: probeTag}}, nil
+	}
+	slots, err := cc.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, wrapErr(ctx, "cluster slots", err)
+	}
+	ranges := map[string][][2]int{} // master address → its slot ranges
+	for _, r := range slots {
+		if len(r.Nodes) > 0 {
+			ranges[r.Nodes[0].Addr] = append(ranges[r.Nodes[0].Addr], [2]int{r.Start, r.End})
+		}
+	}
+	var (
+		mu  sync.Mutex
+		out []master
+	)
+	err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		addr := c.Options().Addr
+		rs, ok := ranges[addr]
+		if !ok {
+			return nil
+		}
+		m := master{addr: addr, c: c, lowest: 16384}
+		for _, r := range rs {
+			m.lowest = min(m.lowest, r[0])
+		}
+		m.probeTag = tagInSlots(rs)
+		mu.Lock()
+		out = append(out, m)
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, wrapErr(ctx, "cluster masters", err)
+	}
+	if len(out) != len(ranges) {
+		return nil, wrapErr(ctx, "cluster masters", errors.New("the Cluster's masters changed while they were listed; retry"))
+	}
+	slices.SortFunc(out, func(a, b master) int { return a.lowest - b.lowest })
+	return out, nil
+}
+
+// tagInSlots returns a tag whose keys hash to one of the slot ranges (the
+// tag's text, in hex, is the Cluster hash tag).
+func tagInSlots(ranges [][2]int) tag {
+	var t tag
+	for i := range uint32(1 << 24) {
+		binary.BigEndian.PutUint32(t[:], i)
+		slot := int(crc16([]byte(t.String())) % 16384)
+		for _, r := range ranges {
+			if r[0] <= slot && slot <= r[1] {
+				return t
+			}
+		}
+	}
+	return t // cannot happen: 16384 slots among far fewer tags tried
+}
+
+// crc16 is Redis Cluster's key hash (CRC-16/XMODEM).
+func crc16(b []byte) uint16 {
+	var crc uint16
+	for _, c := range b {
+		crc ^= uint16(c) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return crc
+}
