@@ -122,22 +122,32 @@ func (s *Server) byIDStatus(ctx context.Context, err error) error {
 func (s *Server) ListSessions(ctx context.Context, req *sessionauthv1.ListSessionsRequest) (*sessionauthv1.ListSessionsResponse, error) {
 	var v invalid
 	size := v.pageSize(req.GetPageSize())
-	cursor, ok := decodePageToken(listTokenPrefix, req.GetPageToken())
+	cursor, mac, ok := pageTokenForm(listTokenPrefix, req.GetPageToken())
 	if !ok {
 		v.add("page_token", "is not a next_page_token returned by ListSessions")
 	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	sessions, next, err := s.store.List(ctx, size, cursor)
-	if errors.Is(err, store.ErrMalformedCursor) {
+	cursor, err := s.checkPageToken(ctx, listTokenPrefix, "", cursor, mac)
+	var (
+		sessions []*store.Session
+		next     string
+		resp     = &sessionauthv1.ListSessionsResponse{}
+	)
+	if err == nil {
+		sessions, next, err = s.store.List(ctx, size, cursor)
+	}
+	if err == nil {
+		resp.NextPageToken, err = s.encodePageToken(ctx, listTokenPrefix, "", next)
+	}
+	switch {
+	case errors.Is(err, errBadPageToken), errors.Is(err, store.ErrMalformedCursor):
 		v.add("page_token", "is not a next_page_token returned by ListSessions")
 		return nil, v.err()
-	}
-	if err != nil {
+	case err != nil:
 		return nil, s.toStatus(ctx, err)
 	}
-	resp := &sessionauthv1.ListSessionsResponse{NextPageToken: encodePageToken(listTokenPrefix, next)}
 	for _, sess := range sessions {
 		resp.Sessions = append(resp.Sessions, toProto(sess))
 	}

@@ -337,7 +337,7 @@ func TestLifecycleInvalidArgument(t *testing.T) {
 			return err
 		}, "page_size"},
 		{"list all with a ListUserSessions token", func(ctx context.Context) error {
-			_, err := e.Client.ListSessions(ctx, &sessionauthv1.ListSessionsRequest{PageToken: server.EncodePageToken(id)})
+			_, err := e.Client.ListSessions(ctx, &sessionauthv1.ListSessionsRequest{PageToken: server.ForgedPageToken(id)})
 			return err
 		}, "page_token"},
 		{"list all with garbage", func(ctx context.Context) error {

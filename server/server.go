@@ -5,10 +5,8 @@ package server
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -37,6 +35,8 @@ type Store interface {
 	Extend(ctx context.Context, sessionID string, ttl time.Duration) (*store.Session, error)
 	List(ctx context.Context, limit int, cursor string) ([]*store.Session, string, error)
 	RevokeAll(ctx context.Context, before time.Time) (time.Time, *store.Revocation, error)
+	PageKey(ctx context.Context) ([]byte, error)
+	CurrentPageKey(ctx context.Context, reread bool) ([]byte, error)
 	WatchRevocations(ctx context.Context, ready func(), onEvent func(store.Revocation)) error
 	Ping(ctx context.Context) error
 }
@@ -357,22 +357,32 @@ func (s *Server) ListUserSessions(ctx context.Context, req *sessionauthv1.ListUs
 	var v invalid
 	v.text("user_id", req.GetUserId(), maxUserIDBytes, true)
 	size := v.pageSize(req.GetPageSize())
-	cursor, ok := decodePageToken(pageTokenPrefix, req.GetPageToken())
+	cursor, mac, ok := pageTokenForm(pageTokenPrefix, req.GetPageToken())
 	if !ok {
 		v.add("page_token", "is not a next_page_token returned by ListUserSessions")
 	}
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	sessions, next, err := s.store.ListUser(ctx, req.GetUserId(), size, cursor)
-	if errors.Is(err, store.ErrMalformedCursor) {
+	cursor, err := s.checkPageToken(ctx, pageTokenPrefix, req.GetUserId(), cursor, mac)
+	var (
+		sessions []*store.Session
+		next     string
+		resp     = &sessionauthv1.ListUserSessionsResponse{}
+	)
+	if err == nil {
+		sessions, next, err = s.store.ListUser(ctx, req.GetUserId(), size, cursor)
+	}
+	if err == nil {
+		resp.NextPageToken, err = s.encodePageToken(ctx, pageTokenPrefix, req.GetUserId(), next)
+	}
+	switch {
+	case errors.Is(err, errBadPageToken), errors.Is(err, store.ErrMalformedCursor):
 		v.add("page_token", "is not a next_page_token returned by ListUserSessions for this user")
 		return nil, v.err()
-	}
-	if err != nil {
+	case err != nil:
 		return nil, s.toStatus(ctx, err)
 	}
-	resp := &sessionauthv1.ListUserSessionsResponse{NextPageToken: encodePageToken(pageTokenPrefix, next)}
 	for _, sess := range sessions {
 		resp.Sessions = append(resp.Sessions, toProto(sess))
 	}
@@ -429,27 +439,3 @@ func toProto(s *store.Session) *sessionauthv1.Session {
 	}
 }
 
-// A page token is the store's cursor (for ListUserSessions, the id of the
-// last session of the previous page) behind a prefix of its RPC's, wrapped so
-// that callers treat it as opaque.
-func encodePageToken(prefix, cursor string) string {
-	if cursor == "" {
-		return ""
-	}
-	return base64.RawURLEncoding.EncodeToString([]byte(prefix + cursor))
-}
-
-func decodePageToken(prefix, tok string) (string, bool) {
-	if tok == "" {
-		return "", true
-	}
-	if len(tok) > maxPageTokenBytes {
-		return "", false
-	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
-	if err != nil {
-		return "", false
-	}
-	cursor, ok := strings.CutPrefix(string(b), prefix)
-	return cursor, ok && cursor != ""
-}

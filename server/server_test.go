@@ -215,7 +215,7 @@ func TestInvalidArgument(t *testing.T) {
 			return err
 		}, "page_token"},
 		{"list another user's page token", func(ctx context.Context) error {
-			_, err := e.Client.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: "u", PageToken: server.EncodePageToken(other.GetSession().GetSessionId())})
+			_, err := e.Client.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: "u", PageToken: server.ForgedPageToken(other.GetSession().GetSessionId())})
 			return err
 		}, "page_token"},
 		{"revoke-user without user", func(ctx context.Context) error {

@@ -31,12 +31,12 @@ const (
 	defaultPageSize    = 50
 	maxPageSize        = 200
 	maxSessionIDBytes  = 64
-	maxPageTokenBytes  = 128
+	maxPageTokenBytes  = 256
 	maxAuthMethods     = 16
 	maxAuthMethodBytes = 64
 	maxRemoveAttrs     = maxAttributes
-	pageTokenPrefix    = "p1:"
-	listTokenPrefix    = "l1:"
+	pageTokenPrefix    = "p2:" // ListUserSessions (p1: before tokens were authenticated)
+	listTokenPrefix    = "l2:" // ListSessions
 	invalidTokenReason = "session token is invalid or expired"
 )
 

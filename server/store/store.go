@@ -12,6 +12,8 @@
 //	                                 kept while its successor may live
 //	sessiond:v1:cutoff               string: the revoke-all cutoff, a Unix
 //	                                 millisecond (cutoff.go); never expires
+//	sessiond:v1:pagekey              string: the key that authenticates page
+//	                                 tokens (pagekey.go); never expires
 //	sessiond:v1:revocations          pub/sub channel: one JSON message per
 //	                                 revocation or change (revocations.go),
 //	                                 published in the MULTI/EXEC of the write
@@ -104,6 +106,7 @@ type Store struct {
 	cutoff        cutoff
 	minAcks       int
 	ackTimeout    time.Duration
+	pageKey       pageKeyCache
 }
 
 // New returns a store over rdb. It does no I/O.
@@ -477,7 +480,10 @@ func (s *Store) revoke(ctx context.Context, id sessionID, tokenMatches func(stri
 // RevokeUser ends every live session of the user but the one with id
 // exceptID (if not empty), and returns the event it published; nil when the
 // user had no live session to end. exceptID must be a session id of this
-// user (ErrMalformedSessionID, ErrForeignSession).
+// user (ErrMalformedSessionID, ErrForeignSession): its routing tag must be
+// the user's and, if the session still exists, its stored user too (two
+// users' 32-bit tags can collide). A session of the user that is gone is
+// simply not kept.
 func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (*Revocation, error) {
 	t := userTag(userID)
 	keep := ""
@@ -495,9 +501,22 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (*Revoc
 		return nil, err
 	}
 	iKey := s.indexKey(t, userID)
-	var event *Revocation
+	var (
+		event   *Revocation
+		foreign bool
+	)
 	err := s.watch(ctx, "revoke user", func(tx *redis.Tx) error {
-		event = nil
+		event, foreign = nil, false
+		if keep != "" {
+			owner, err := tx.HGet(ctx, s.sessionKey(t, keep), fieldUserID).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			if owner != "" && owner != userID {
+				foreign = true // another user's, whose tag collides with this one's
+				return nil
+			}
+		}
 		all, err := tx.ZRangeWithScores(ctx, iKey, 0, -1).Result()
 		if err != nil {
 			return err
@@ -544,8 +563,11 @@ func (s *Store) RevokeUser(ctx context.Context, userID, exceptID string) (*Revoc
 		}
 		return err
 	}, iKey)
-	if err != nil {
+	switch {
+	case err != nil:
 		return nil, err
+	case foreign:
+		return nil, ErrForeignSession
 	}
 	return event, nil
 }

@@ -131,16 +131,21 @@ type SessionAuthorityClient interface {
 	// ListUserSessions lists a user's live sessions, newest first, a page at a
 	// time ("your devices"). Tokens are never listed.
 	//
+	// Page tokens are authenticated: one returned for another user (even one
+	// whose session ids share this user's routing prefix) or made up is
+	// refused.
+	//
 	// Errors: INVALID_ARGUMENT (user_id missing or over its limit, page_size
-	// negative or over 200, a page_token not returned by this RPC),
-	// UNAVAILABLE.
+	// negative or over 200, a page_token not returned by this RPC for this
+	// user), UNAVAILABLE.
 	ListUserSessions(ctx context.Context, in *ListUserSessionsRequest, opts ...grpc.CallOption) (*ListUserSessionsResponse, error)
 	// RevokeUserSessions ends every live session of a user ("log out
 	// everywhere"), optionally all but one ("log out everywhere else").
 	//
 	// Errors: INVALID_ARGUMENT (user_id missing or over its limit, a malformed
-	// except_session_id, or one that belongs to another user), UNAVAILABLE,
-	// ABORTED.
+	// except_session_id, or one that belongs to another user: sessiond checks
+	// the session's stored user, not only the routing prefix of its id),
+	// UNAVAILABLE, ABORTED.
 	RevokeUserSessions(ctx context.Context, in *RevokeUserSessionsRequest, opts ...grpc.CallOption) (*RevokeUserSessionsResponse, error)
 	// RotateSession replaces a session's token and id (renew the session id on
 	// a privilege change, OWASP ASVS 7.2.4): it creates a session with the same
@@ -448,16 +453,21 @@ type SessionAuthorityServer interface {
 	// ListUserSessions lists a user's live sessions, newest first, a page at a
 	// time ("your devices"). Tokens are never listed.
 	//
+	// Page tokens are authenticated: one returned for another user (even one
+	// whose session ids share this user's routing prefix) or made up is
+	// refused.
+	//
 	// Errors: INVALID_ARGUMENT (user_id missing or over its limit, page_size
-	// negative or over 200, a page_token not returned by this RPC),
-	// UNAVAILABLE.
+	// negative or over 200, a page_token not returned by this RPC for this
+	// user), UNAVAILABLE.
 	ListUserSessions(context.Context, *ListUserSessionsRequest) (*ListUserSessionsResponse, error)
 	// RevokeUserSessions ends every live session of a user ("log out
 	// everywhere"), optionally all but one ("log out everywhere else").
 	//
 	// Errors: INVALID_ARGUMENT (user_id missing or over its limit, a malformed
-	// except_session_id, or one that belongs to another user), UNAVAILABLE,
-	// ABORTED.
+	// except_session_id, or one that belongs to another user: sessiond checks
+	// the session's stored user, not only the routing prefix of its id),
+	// UNAVAILABLE, ABORTED.
 	RevokeUserSessions(context.Context, *RevokeUserSessionsRequest) (*RevokeUserSessionsResponse, error)
 	// RotateSession replaces a session's token and id (renew the session id on
 	// a privilege change, OWASP ASVS 7.2.4): it creates a session with the same
