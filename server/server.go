@@ -438,4 +438,3 @@ func toProto(s *store.Session) *sessionauthv1.Session {
 		AssuranceLevel:  int32(s.AssuranceLevel),
 	}
 }
-
