@@ -45,6 +45,10 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 10s); seeds are in each pack
 bench: ## Load-test sessiond against its floors (cmd/sessionbench); BENCHARGS="--concurrency 16,64 --rounds 3"
 	$(GO) run ./cmd/sessionbench $(BENCHARGS)
 
+.PHONY: soak
+soak: ## Soak sessiond (not in CI): 10 min of mixed load at half capacity, Redis restarted every 2 min; SOAKARGS="--duration 30m"
+	$(GO) run ./cmd/sessionsoak $(SOAKARGS)
+
 # What server reflection serves: proto/ built by buf with its source info (the
 # comments, so that grpcurl describe shows them) and without its imports, as a
 # FileDescriptorSet that internal/daemon embeds (reflection.go).
