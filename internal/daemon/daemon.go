@@ -202,7 +202,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	}
 	var own []prometheus.Collector
 	if metrics != nil {
-		own = append([]prometheus.Collector{metrics, undecodable}, faMetrics.collectors()...)
+		own = append([]prometheus.Collector{metrics, undecodable, newRetriesCollector(sessions.WatchRetries)}, faMetrics.collectors()...)
 	}
 	adm, err := newAdmin(cfg.AdminListen, own, rdb, hs, log)
 	if err != nil {
@@ -233,6 +233,11 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	wg.Go(func() { sessions.KeepCutoffFresh(healthCtx) })
 	revocationsCtx, stopRevocations := context.WithCancel(ctx)
 	defer stopRevocations()
+	// The validations' coalesced reads run until every listener has
+	// stopped: calls that drain at shutdown still read through them.
+	readsCtx, stopReads := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopReads()
+	wg.Go(func() { sessions.RunReads(readsCtx) })
 	wg.Go(func() { svc.RunRevocations(revocationsCtx) })
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- gs.Serve(lis) })
@@ -267,6 +272,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 		}
 	}
 	fa.shutdown(cfg.ShutdownTimeout)
+	stopReads()
 	adm.shutdown(cfg.ShutdownTimeout) // after gRPC: /metrics and /readyz answer while calls drain
 	stopHealth()
 	stopRevocations()

@@ -87,3 +87,26 @@ func (c *poolCollector) collect(ch chan<- prometheus.Metric, pool string, s *red
 	gauge(c.conns, float64(s.TotalConns))
 	gauge(c.idle, float64(s.IdleConns))
 }
+
+// retriesCollector exports the store's lost WATCH races
+// (sessiond_store_watch_retries_total), read at each scrape.
+type retriesCollector struct {
+	retries func() map[string]uint64
+	desc    *prometheus.Desc
+}
+
+func newRetriesCollector(retries func() map[string]uint64) *retriesCollector {
+	return &retriesCollector{retries: retries, desc: prometheus.NewDesc("sessiond_store_watch_retries_total",
+		"Writes that lost the optimistic-locking race (WATCH) to a concurrent write for the same user or session and were tried again, by operation.",
+		[]string{"operation"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *retriesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *retriesCollector) Collect(ch chan<- prometheus.Metric) {
+	for op, n := range c.retries() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), op)
+	}
+}

@@ -47,10 +47,14 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiond/sessiond/internal/autopipe"
 )
 
 // DefaultKeyPrefix starts every key when Config.KeyPrefix is empty.
@@ -89,6 +93,10 @@ type Config struct {
 	// ReplicaAckTimeout bounds the wait for MinReplicaAcks; 0 means
 	// DefaultReplicaAckTimeout (500ms).
 	ReplicaAckTimeout time.Duration
+	// ReadPipelines is how many pipelines of coalesced validation reads may
+	// be in flight at once while RunReads runs (internal/autopipe); 0
+	// means autopipe.DefaultLanes.
+	ReadPipelines int
 }
 
 // DefaultReplicaAckTimeout is Config.ReplicaAckTimeout's default.
@@ -107,6 +115,8 @@ type Store struct {
 	minAcks       int
 	ackTimeout    time.Duration
 	pageKey       pageKeyCache
+	reads         *autopipe.Reader // the validations' reads (Get)
+	retries       sync.Map         // op → *atomic.Uint64: WATCH races lost and retried
 }
 
 // New returns a store over rdb. It does no I/O.
@@ -125,6 +135,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 	if s.ackTimeout <= 0 {
 		s.ackTimeout = DefaultReplicaAckTimeout
 	}
+	s.reads = autopipe.New(rdb, autopipe.Config{Lanes: cfg.ReadPipelines})
 	s.cutoff.base, s.cutoff.maxAge = time.Now(), cfg.CutoffMaxAge
 	if s.cutoff.maxAge <= 0 {
 		s.cutoff.maxAge = DefaultCutoffMaxAge
@@ -312,7 +323,7 @@ func (s *Store) Get(ctx context.Context, token string) (*Session, error) {
 	if err := s.ensureCutoff(ctx); err != nil {
 		return nil, err
 	}
-	m, err := s.rdb.HGetAll(ctx, s.sessionKey(pt.id.tag, pt.id.uuid.String())).Result()
+	m, err := s.reads.HGetAll(ctx, s.sessionKey(pt.id.tag, pt.id.uuid.String()))
 	if err != nil {
 		return nil, wrapErr(ctx, "get", err)
 	}
@@ -330,6 +341,12 @@ func (s *Store) Get(ctx context.Context, token string) (*Session, error) {
 	rec.touchDue = !now.Before(rec.LastSeenAt.Add(s.touchInterval))
 	return &rec.Session, nil
 }
+
+// RunReads coalesces the reads of concurrent validations (Get) into
+// pipelines until ctx ends (internal/autopipe): a validation that finds no
+// other read in flight reads directly, the others share pipelines. Without
+// it, each Get reads on its own. Stop it after the last Get has returned.
+func (s *Store) RunReads(ctx context.Context) { s.reads.Run(ctx) }
 
 // alive reports whether the session of rec is live at now: it has not ended
 // and the revoke-all cutoff does not exclude it.
@@ -721,6 +738,18 @@ func (s *Store) commit(ctx context.Context, tx *redis.Tx, fn func(p redis.Pipeli
 	return nil
 }
 
+// WatchRetries returns, by operation ("create", "touch", "revoke", ...),
+// how many times a write lost the WATCH race to a concurrent write for the
+// same user (or session) and was tried again, since New.
+func (s *Store) WatchRetries() map[string]uint64 {
+	out := map[string]uint64{}
+	s.retries.Range(func(op, n any) bool {
+		out[op.(string)] = n.(*atomic.Uint64).Load()
+		return true
+	})
+	return out
+}
+
 // watch runs fn under WATCH keys, retrying with jittered backoff while it
 // loses the race to a concurrent write, at most MaxAttempts times. fn must
 // return only Redis errors; it reports its outcome through its closure.
@@ -731,6 +760,8 @@ func (s *Store) watch(ctx context.Context, op string, fn func(*redis.Tx) error, 
 		if !errors.Is(err, redis.TxFailedErr) || attempt == s.maxAttempts {
 			return wrapErr(ctx, op, err)
 		}
+		n, _ := s.retries.LoadOrStore(op, new(atomic.Uint64))
+		n.(*atomic.Uint64).Add(1)
 		timer := time.NewTimer(rand.N(backoff) + time.Millisecond/4)
 		select {
 		case <-ctx.Done():
