@@ -184,6 +184,9 @@ func (s *Server) RevokeAllSessions(ctx context.Context, req *sessionauthv1.Revok
 // reused logs and audits a rotated-away token presented again (err of the
 // store's Get or Rotate); any other err it ignores.
 func (s *Server) reused(ctx context.Context, err error) {
+	if err == nil {
+		return // the hot path: no allocation for errors.As
+	}
 	var reuse *store.ReuseError
 	if !errors.As(err, &reuse) {
 		return

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
@@ -17,13 +16,13 @@ import (
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
 // Metrics is the service's Prometheus instrumentation: the gRPC calls
-// (go-grpc-middleware's server metrics, with handling-time histograms), the
-// store's operations, and the revocation streams. It is a
+// (grpcmetrics.go: go-grpc-middleware's metric names, with handling-time
+// histograms), the store's operations, and the revocation streams. It is a
 // prometheus.Collector: register it on the registry the process serves.
 // Give it to New in Config.Metrics, and put its Interceptors first in the
 // server's chain. One Metrics serves one Server.
 type Metrics struct {
-	grpc *grpcprom.ServerMetrics
+	grpc *grpcMetrics
 
 	storeLatency *prometheus.HistogramVec
 	observers    [numStoreOps][numOutcomes]prometheus.Observer
@@ -38,7 +37,7 @@ type Metrics struct {
 // NewMetrics returns the service's metrics, all at zero.
 func NewMetrics() *Metrics {
 	m := &Metrics{
-		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(latencyBuckets))),
+		grpc: newGRPCMetrics(),
 		storeLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sessiond_store_operation_duration_seconds",
 			Help:    "Time one session store operation took (Redis round trips included), by operation and outcome.",
@@ -92,7 +91,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.grpc, m.storeLatency, m.watchers, m.subscriptionUp, m.revocationEvents, m.watchersLagged, m.reuseDetected}
+	return append(m.grpc.collectors(), m.storeLatency, m.watchers, m.subscriptionUp, m.revocationEvents, m.watchersLagged, m.reuseDetected)
 }
 
 // Interceptors returns the interceptors that measure the gRPC calls, to go
@@ -102,15 +101,14 @@ func (m *Metrics) Interceptors() ([]grpc.UnaryServerInterceptor, []grpc.StreamSe
 	if m == nil {
 		return nil, nil
 	}
-	return []grpc.UnaryServerInterceptor{m.grpc.UnaryServerInterceptor()},
-		[]grpc.StreamServerInterceptor{m.grpc.StreamServerInterceptor()}
+	return []grpc.UnaryServerInterceptor{m.grpc.unary}, []grpc.StreamServerInterceptor{m.grpc.stream}
 }
 
 // InitializeMetrics exports a zero series for every method of gs (nothing
 // when m is nil).
 func (m *Metrics) InitializeMetrics(gs *grpc.Server) {
 	if m != nil {
-		m.grpc.InitializeMetrics(gs)
+		m.grpc.initialize(gs)
 	}
 }
 

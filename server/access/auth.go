@@ -188,9 +188,9 @@ func (a *Auth) authenticate(ctx context.Context, method string) context.Context 
 	if err != nil && strings.HasPrefix(method, healthServicePrefix) {
 		err = nil // probes' calls are never refused
 	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(a.cfg.APIKeyHeader)) > 0 {
-		md = md.Copy()
-		delete(md, a.cfg.APIKeyHeader) // a credential: nothing after this needs it
+	if len(metadata.ValueFromIncomingContext(ctx, a.cfg.APIKeyHeader)) > 0 {
+		md, _ := metadata.FromIncomingContext(ctx) // a copy
+		delete(md, a.cfg.APIKeyHeader)             // a credential: nothing after this needs it
 		ctx = metadata.NewIncomingContext(ctx, md)
 	}
 	if err != nil {
@@ -238,8 +238,7 @@ func (a *Auth) identify(ctx context.Context) (Caller, *[sha256.Size]byte, error)
 		c.Roles = policy.rolesOf(name, nil)
 		return c, nil, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	presented := md.Get(a.cfg.APIKeyHeader)
+	presented := metadata.ValueFromIncomingContext(ctx, a.cfg.APIKeyHeader)
 	switch {
 	case len(presented) == 0:
 		return c, nil, nil

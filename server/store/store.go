@@ -51,6 +51,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"encoding/hex"
+
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
@@ -164,6 +166,17 @@ func (s *Store) now() time.Time { return s.clock().Truncate(time.Millisecond) }
 func (s *Store) keyBase(t tag) string { return s.prefix + ":v1:{" + t.String() + "}:" }
 
 func (s *Store) sessionKey(t tag, member string) string { return s.keyBase(t) + "s:" + member }
+
+// sessionKeyOf is sessionKey(id.tag, id.uuid.String()) in one allocation
+// (the string's; the hot path's key).
+func (s *Store) sessionKeyOf(id sessionID) string {
+	var buf [128]byte // a prefix is at most 64 bytes (cmd/sessiond checks)
+	b := append(buf[:0], s.prefix...)
+	b = append(b, ":v1:{"...)
+	b = hex.AppendEncode(b, id.tag[:])
+	b = append(b, "}:s:"...)
+	return string(appendUUID(b, id.uuid))
+}
 
 func (s *Store) indexKey(t tag, userID string) string { return s.keyBase(t) + "u:" + userID }
 
@@ -323,7 +336,7 @@ func (s *Store) Get(ctx context.Context, token string) (*Session, error) {
 	if err := s.ensureCutoff(ctx); err != nil {
 		return nil, err
 	}
-	m, err := s.reads.HGetAll(ctx, s.sessionKey(pt.id.tag, pt.id.uuid.String()))
+	m, err := s.reads.HGetAll(ctx, s.sessionKeyOf(pt.id))
 	if err != nil {
 		return nil, wrapErr(ctx, "get", err)
 	}

@@ -52,9 +52,28 @@ type sessionID struct {
 
 const sessionIDLen = 2*tagLen + 1 + 36
 
-// String is the public form: "<8 lowercase hex digits>_<canonical UUID>".
+// String is the public form: "<8 lowercase hex digits>_<canonical UUID>",
+// in one allocation (the string's).
 func (id sessionID) String() string {
-	return id.tag.String() + "_" + id.uuid.String()
+	var buf [sessionIDLen]byte
+	b := hex.AppendEncode(buf[:0], id.tag[:])
+	b = append(b, '_')
+	return string(appendUUID(b, id.uuid))
+}
+
+// appendUUID appends the canonical form of u (as uuid.UUID.String) to b.
+func appendUUID(b []byte, u uuid.UUID) []byte {
+	var buf [36]byte
+	hex.Encode(buf[0:8], u[0:4])
+	buf[8] = '-'
+	hex.Encode(buf[9:13], u[4:6])
+	buf[13] = '-'
+	hex.Encode(buf[14:18], u[6:8])
+	buf[18] = '-'
+	hex.Encode(buf[19:23], u[8:10])
+	buf[23] = '-'
+	hex.Encode(buf[24:], u[10:])
+	return append(b, buf[:]...)
 }
 
 // parseSessionID accepts exactly the form String produces.
