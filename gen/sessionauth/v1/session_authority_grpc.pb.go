@@ -9,14 +9,18 @@
 // sessions kept in Redis.
 //
 // Status codes, common to every RPC:
-//   - INVALID_ARGUMENT: a request field is missing, oversized or malformed;
-//     the message names the field and the limit. Nothing was written.
+//   - INVALID_ARGUMENT: a request field is missing, oversized or malformed
+//     (a string field that is not valid UTF-8 included, or a request that is
+//     not protobuf at all); the message names the field and the limit.
+//     Nothing was written.
 //   - UNAUTHENTICATED: ValidateSession was given a token that is unknown,
 //     malformed, expired or revoked. One message covers all four cases, so a
 //     caller learns nothing about why a guessed token failed.
-//   - UNAVAILABLE: Redis is unreachable or did not answer in time. sessiond
-//     fails closed: while Redis is unavailable, no token validates. Retry
-//     with backoff.
+//   - UNAVAILABLE: Redis is unreachable, did not answer in time, or refuses
+//     writes (out of memory, read-only); or, with --min-replica-acks, a write
+//     reached the master but not enough replicas in time (it may or may not
+//     survive a failover). The message says which. sessiond fails closed:
+//     while Redis is unavailable, no token validates. Retry with backoff.
 //   - NOT_FOUND: an operator's RPC (GetSession, ExtendSession, UpdateSession
 //     by session_id) named a session that is not live.
 //   - PERMISSION_DENIED: the caller (identified by its client certificate or
