@@ -42,7 +42,7 @@ func (s *Store) GetByID(ctx context.Context, sessionID string) (*Session, error)
 	if err := s.ensureCutoff(ctx); err != nil {
 		return nil, err
 	}
-	m, err := s.rdb.HGetAll(ctx, s.sessionKey(id.tag, id.uuid.String())).Result()
+	m, err := s.reads.HGetAll(ctx, s.sessionKeyOf(id))
 	if err != nil {
 		return nil, wrapErr(ctx, "get by id", err)
 	}
