@@ -129,29 +129,14 @@ func (s *Server) ListSessions(ctx context.Context, req *sessionauthv1.ListSessio
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	cursor, err := s.checkPageToken(ctx, listTokenPrefix, "", cursor, mac)
-	var (
-		sessions []*store.Session
-		next     string
-		resp     = &sessionauthv1.ListSessionsResponse{}
-	)
-	if err == nil {
-		sessions, next, err = s.store.List(ctx, size, cursor)
+	sessions, next, err := s.page(ctx, &v, listTokenPrefix, "", "is not a next_page_token returned by ListSessions",
+		cursor, mac, func(cursor string) ([]*store.Session, string, error) {
+			return s.store.List(ctx, size, cursor)
+		})
+	if err != nil {
+		return nil, err
 	}
-	if err == nil {
-		resp.NextPageToken, err = s.encodePageToken(ctx, listTokenPrefix, "", next)
-	}
-	switch {
-	case errors.Is(err, errBadPageToken), errors.Is(err, store.ErrMalformedCursor):
-		v.add("page_token", "is not a next_page_token returned by ListSessions")
-		return nil, v.err()
-	case err != nil:
-		return nil, s.toStatus(ctx, err)
-	}
-	for _, sess := range sessions {
-		resp.Sessions = append(resp.Sessions, toProto(sess))
-	}
-	return resp, nil
+	return &sessionauthv1.ListSessionsResponse{Sessions: sessions, NextPageToken: next}, nil
 }
 
 // RevokeAllSessions implements SessionAuthority.RevokeAllSessions.

@@ -8,6 +8,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
+
+	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
+	"github.com/sessiond/sessiond/server/store"
 )
 
 // A page token is the store's cursor (for ListUserSessions, the id of the
@@ -97,4 +100,34 @@ func (s *Server) checkPageToken(ctx context.Context, prefix, scope, cursor strin
 		known = key
 	}
 	return "", errBadPageToken
+}
+
+// page serves one page of a listing: it checks the page token's cursor and
+// MAC (see pageTokenForm, checked with the request's other fields before),
+// lists from the cursor, and wraps the next cursor in a token. A token that
+// does not check out is the field violation badToken, in v.
+func (s *Server) page(ctx context.Context, v *invalid, prefix, scope, badToken, cursor string, mac []byte,
+	list func(cursor string) ([]*store.Session, string, error)) (sessions []*sessionauthv1.Session, nextToken string, err error) {
+	cursor, err = s.checkPageToken(ctx, prefix, scope, cursor, mac)
+	var (
+		found []*store.Session
+		next  string
+	)
+	if err == nil {
+		found, next, err = list(cursor)
+	}
+	if err == nil {
+		nextToken, err = s.encodePageToken(ctx, prefix, scope, next)
+	}
+	switch {
+	case errors.Is(err, errBadPageToken), errors.Is(err, store.ErrMalformedCursor):
+		v.add("page_token", "%s", badToken)
+		return nil, "", v.err()
+	case err != nil:
+		return nil, "", s.toStatus(ctx, err)
+	}
+	for _, sess := range found {
+		sessions = append(sessions, toProto(sess))
+	}
+	return sessions, nextToken, nil
 }

@@ -364,29 +364,14 @@ func (s *Server) ListUserSessions(ctx context.Context, req *sessionauthv1.ListUs
 	if err := v.err(); err != nil {
 		return nil, err
 	}
-	cursor, err := s.checkPageToken(ctx, pageTokenPrefix, req.GetUserId(), cursor, mac)
-	var (
-		sessions []*store.Session
-		next     string
-		resp     = &sessionauthv1.ListUserSessionsResponse{}
-	)
-	if err == nil {
-		sessions, next, err = s.store.ListUser(ctx, req.GetUserId(), size, cursor)
+	sessions, next, err := s.page(ctx, &v, pageTokenPrefix, req.GetUserId(), "is not a next_page_token returned by ListUserSessions for this user",
+		cursor, mac, func(cursor string) ([]*store.Session, string, error) {
+			return s.store.ListUser(ctx, req.GetUserId(), size, cursor)
+		})
+	if err != nil {
+		return nil, err
 	}
-	if err == nil {
-		resp.NextPageToken, err = s.encodePageToken(ctx, pageTokenPrefix, req.GetUserId(), next)
-	}
-	switch {
-	case errors.Is(err, errBadPageToken), errors.Is(err, store.ErrMalformedCursor):
-		v.add("page_token", "is not a next_page_token returned by ListUserSessions for this user")
-		return nil, v.err()
-	case err != nil:
-		return nil, s.toStatus(ctx, err)
-	}
-	for _, sess := range sessions {
-		resp.Sessions = append(resp.Sessions, toProto(sess))
-	}
-	return resp, nil
+	return &sessionauthv1.ListUserSessionsResponse{Sessions: sessions, NextPageToken: next}, nil
 }
 
 // RevokeUserSessions implements SessionAuthority.RevokeUserSessions.
