@@ -358,20 +358,30 @@ func (c *Client) RevokeUser(ctx context.Context, userID, exceptSessionID string)
 // pages of pageSize (0: the server default) as it goes. It stops at the
 // first error, which it yields.
 func (c *Client) UserSessions(ctx context.Context, userID string, pageSize int) iter.Seq2[*Session, error] {
+	return pages(func(token string) ([]*Session, string, error) {
+		resp, err := c.rpc.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: userID, PageSize: int32(pageSize), PageToken: token})
+		return resp.GetSessions(), resp.GetNextPageToken(), err
+	})
+}
+
+// pages iterates over the sessions of the pages fetch reads, from the
+// first (token "") to the last (next ""), stopping at the first error,
+// which it yields.
+func pages(fetch func(token string) (sessions []*Session, next string, err error)) iter.Seq2[*Session, error] {
 	return func(yield func(*Session, error) bool) {
 		token := ""
 		for {
-			resp, err := c.rpc.ListUserSessions(ctx, &sessionauthv1.ListUserSessionsRequest{UserId: userID, PageSize: int32(pageSize), PageToken: token})
+			sessions, next, err := fetch(token)
 			if err != nil {
 				yield(nil, err)
 				return
 			}
-			for _, s := range resp.GetSessions() {
+			for _, s := range sessions {
 				if !yield(s, nil) {
 					return
 				}
 			}
-			if token = resp.GetNextPageToken(); token == "" {
+			if token = next; token == "" {
 				return
 			}
 		}
@@ -471,24 +481,10 @@ func (c *Client) Extend(ctx context.Context, sessionID string, ttl time.Duration
 // SessionId if that matters); one created or ended during the walk may or
 // may not be. It stops at the first error, which it yields.
 func (c *Client) AllSessions(ctx context.Context, pageSize int) iter.Seq2[*Session, error] {
-	return func(yield func(*Session, error) bool) {
-		token := ""
-		for {
-			resp, err := c.rpc.ListSessions(ctx, &sessionauthv1.ListSessionsRequest{PageSize: int32(pageSize), PageToken: token})
-			if err != nil {
-				yield(nil, err)
-				return
-			}
-			for _, s := range resp.GetSessions() {
-				if !yield(s, nil) {
-					return
-				}
-			}
-			if token = resp.GetNextPageToken(); token == "" {
-				return
-			}
-		}
-	}
+	return pages(func(token string) ([]*Session, string, error) {
+		resp, err := c.rpc.ListSessions(ctx, &sessionauthv1.ListSessionsRequest{PageSize: int32(pageSize), PageToken: token})
+		return resp.GetSessions(), resp.GetNextPageToken(), err
+	})
 }
 
 // RevokeAll is the incident button: every session created before
