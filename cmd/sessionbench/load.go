@@ -34,6 +34,9 @@ type runResult struct {
 	Seconds     float64    `json:"seconds"`
 	Total       rpcStats   `json:"total"`
 	PerRPC      []rpcStats `json:"per_rpc"`
+	// WatchRetries: for create runs, sessiond's lost WATCH races over the
+	// run (nil when not read).
+	WatchRetries *watchCount `json:"watch_retries,omitempty"`
 }
 
 type sample struct {

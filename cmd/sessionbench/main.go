@@ -6,21 +6,32 @@
 // connection a caller: a gateway's check), create (CreateSession), mixed
 // (90% validate, 5% create, 5% revoke), interceptor (a protected gRPC
 // service: unprotected, protected, protected with the client cache).
-// Floors: redis-hgetall (go-redis alone), grpc-hgetall (a bare gRPC handler
-// doing one HGETALL), grpc-echo (gRPC alone), grpc-create-tx (a bare gRPC
-// handler running the raw create transaction).
+// Floors: grpc-echo (gRPC alone), redis-hgetall (go-redis alone),
+// grpc-hgetall (a bare gRPC handler doing one HGETALL a call),
+// grpc-hgetall-batched (the same handler with its reads coalesced by
+// internal/autopipe, as sessiond's are), grpc-create-tx (a bare gRPC handler
+// running the raw create transaction).
 //
-// With no --target it starts its own redis-server (unless --redis-url) and
-// an in-process sessiond (with its forward-auth listener). With --target,
-// forward-auth runs only if --forward-auth-target names that sessiond's
-// forward-auth listener. Runs alternate between workloads, round after
-// round, and the report takes each figure's median over the rounds.
+// It measures what ships: with no --target it builds cmd/sessiond (or runs
+// --sessiond PATH) in a process of its own, with its production defaults
+// and only its Redis, its listeners and raised rate limits given; the
+// floors and the protected service run in another process (this binary,
+// re-executed as `sessionbench serve-floors`); the load generator's process
+// serves nothing. It starts its own redis-server (unless --redis-url) and,
+// with --cluster, runs everything again on a 3-master Redis Cluster it
+// starts (unless --redis-cluster-addrs). With --target it drives a running
+// sessiond instead (forward-auth only with --forward-auth-target, WATCH
+// retries only with --target-admin). Within a setup, runs alternate between
+// workloads, round after round, and the report takes each figure's median
+// over the rounds.
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,6 +45,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -41,30 +54,41 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/sessiond/sessiond/client"
 	sessionauthv1 "github.com/sessiond/sessiond/gen/sessionauth/v1"
 	"github.com/sessiond/sessiond/server/forwardauth"
 )
 
 type benchConfig struct {
-	target      string
-	faTarget    string
-	redisURL    string
-	concurrency []int
-	duration    time.Duration
-	warmup      time.Duration
-	rounds      int
-	workloads   []string
-	outDir      string
-	poolSize    int
+	target       string
+	faTarget     string
+	targetAdmin  string
+	sessiondBin  string
+	redisURL     string
+	clusterAddrs []string
+	single       bool
+	cluster      bool
+	concurrency  []int
+	duration     time.Duration
+	warmup       time.Duration
+	rounds       int
+	workloads    []string
+	outDir       string
+	poolSize     int
 }
 
-var allWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "validate", "forward-auth", "create", "grpc-create-tx", "mixed", "unprotected", "protected", "protected-cache"}
+var allWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "grpc-hgetall-batched", "validate", "forward-auth",
+	"create", "grpc-create-tx", "mixed", "unprotected", "protected", "protected-cache"}
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == serveFloorsCmd {
+		err = serveFloors(ctx, os.Args[2:], os.Stdout)
+	} else {
+		err = run(ctx, os.Args[1:])
+	}
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "sessionbench:", err)
 		os.Exit(1)
 	}
@@ -73,19 +97,28 @@ func main() {
 func run(ctx context.Context, args []string) error {
 	cfg := &benchConfig{}
 	fs := flag.NewFlagSet("sessionbench", flag.ContinueOnError)
-	fs.StringVar(&cfg.target, "target", "", "address of a running sessiond (empty: start one in-process)")
+	fs.StringVar(&cfg.target, "target", "", "address of a running sessiond (empty: run the sessiond binary, see --sessiond)")
 	fs.StringVar(&cfg.faTarget, "forward-auth-target", "", "with --target: host:port of its forward-auth listener (--forward-auth-listen); empty: no forward-auth workload")
-	fs.StringVar(&cfg.redisURL, "redis-url", "", "Redis for the floors (and for the in-process sessiond); empty: start a redis-server")
-	conc := fs.String("concurrency", "16,64", "comma-separated numbers of concurrent callers")
+	fs.StringVar(&cfg.targetAdmin, "target-admin", "", "with --target: host:port of its admin listener (--admin-listen), to count WATCH retries; empty: not counted")
+	fs.StringVar(&cfg.sessiondBin, "sessiond", "", "the sessiond binary to run (empty: go build ./cmd/sessiond into a temporary directory)")
+	fs.StringVar(&cfg.redisURL, "redis-url", "", "the single Redis for sessiond and the floors (empty: start a redis-server)")
+	clusterAddrs := fs.String("redis-cluster-addrs", "", "with --cluster: the Redis Cluster's seed nodes, host:port,... (empty: start a Cluster of 3 masters)")
+	fs.BoolVar(&cfg.single, "single", true, "run the workloads on a single Redis")
+	fs.BoolVar(&cfg.cluster, "cluster", false, "run the workloads on a Redis Cluster of 3 masters too, after the single Redis (--single=false: the Cluster only)")
+	conc := fs.String("concurrency", "1,16,64", "comma-separated numbers of concurrent callers")
 	fs.DurationVar(&cfg.duration, "duration", 3*time.Second, "measured time of one run")
 	fs.DurationVar(&cfg.warmup, "warmup", 500*time.Millisecond, "unmeasured time before each run")
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds over all workloads; figures are medians over rounds")
 	wl := fs.String("workloads", strings.Join(allWorkloads, ","), "comma-separated workloads")
 	fs.StringVar(&cfg.outDir, "out", "bench/results", "directory for the JSON report and the SVG chart")
-	fs.IntVar(&cfg.poolSize, "redis-pool-size", 0, "go-redis pool size (0: 10 per CPU, as sessiond)")
+	fs.IntVar(&cfg.poolSize, "redis-pool-size", 0, "go-redis pool size of sessiond and the floors (0: sessiond's default, 10 per CPU)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	cfg.clusterAddrs = splitList(*clusterAddrs)
 	for _, c := range strings.Split(*conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
 		if err != nil || n < 1 || n > 4096 {
@@ -103,8 +136,27 @@ func run(ctx context.Context, args []string) error {
 		}
 		cfg.workloads = append(cfg.workloads, w)
 	}
-	if cfg.faTarget != "" && cfg.target == "" {
-		return fmt.Errorf("--forward-auth-target is for a running sessiond: give its --target too")
+	if (cfg.faTarget != "" || cfg.targetAdmin != "") && cfg.target == "" {
+		return fmt.Errorf("--forward-auth-target and --target-admin are for a running sessiond: give its --target too")
+	}
+	if cfg.target != "" && cfg.sessiondBin != "" {
+		return fmt.Errorf("--sessiond runs a sessiond, --target drives a running one: give one of them")
+	}
+	if len(cfg.clusterAddrs) > 0 && !cfg.cluster {
+		return fmt.Errorf("--redis-cluster-addrs is the Cluster of --cluster: give --cluster too")
+	}
+	var setups []string
+	if cfg.single {
+		setups = append(setups, "single")
+	}
+	if cfg.cluster {
+		setups = append(setups, "cluster")
+	}
+	if len(setups) == 0 {
+		return fmt.Errorf("--single=false without --cluster: nothing to run")
+	}
+	if cfg.target != "" && len(setups) > 1 {
+		return fmt.Errorf("--target is one sessiond on one Redis: give --single=false --cluster (with the --redis-cluster-addrs it uses) or no --cluster")
 	}
 	if len(cfg.workloads) == 0 {
 		return fmt.Errorf("--workloads: none to run")
@@ -113,38 +165,37 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("--rounds and --duration must be positive")
 	}
 
-	env, err := newEnv(cfg)
-	if err != nil {
-		return err
-	}
-	defer env.close()
-	b, err := newBench(ctx, env, cfg)
-	if err != nil {
-		return err
-	}
-	defer b.close()
-
-	fmt.Printf("sessionbench: %d CPUs, %s, workloads %s, concurrency %v, %d rounds of %v\n",
-		runtime.NumCPU(), runtime.Version(), strings.Join(cfg.workloads, ","), cfg.concurrency, cfg.rounds, cfg.duration)
-	var results []runResult
-	for r := range cfg.rounds {
-		for _, c := range cfg.concurrency {
-			for _, w := range cfg.workloads {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				res := runLoad(ctx, w, c, cfg.warmup, cfg.duration, b.op(w), os.Stderr)
-				fmt.Fprintf(os.Stderr, "  round %d %-16s c=%-4d %9.0f ops/s  p99 %6.2fms  errors %d\n", r+1, w, c, res.Total.OpsPerSec, res.Total.P99ms, res.Total.Errors)
-				results = append(results, res)
-			}
+	bin := cfg.sessiondBin
+	if cfg.target == "" && bin == "" {
+		dir, err := os.MkdirTemp("", "sessionbench-build-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, "sessionbench: building cmd/sessiond")
+		if bin, err = buildSessiond(ctx, dir); err != nil {
+			return err
 		}
 	}
-	rep := newReport(cfg, results)
+
+	fmt.Printf("sessionbench: %d CPUs, %s, setups %s, workloads %s, concurrency %v, %d rounds of %v\n",
+		runtime.NumCPU(), runtime.Version(), strings.Join(setups, ","), strings.Join(cfg.workloads, ","), cfg.concurrency, cfg.rounds, cfg.duration)
+	rep := newReport(cfg)
+	for _, setup := range setups {
+		sr, err := runSetup(ctx, cfg, setup, bin)
+		if err != nil {
+			return fmt.Errorf("%s: %w", setup, err)
+		}
+		rep.Setups = append(rep.Setups, sr)
+	}
 	rep.print(os.Stdout)
 	if err := os.MkdirAll(cfg.outDir, 0o755); err != nil {
 		return err
 	}
-	js, _ := json.MarshalIndent(rep, "", "  ")
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
 	stamp := time.Now().UTC().Format("20060102T150405Z")
 	for _, name := range []string{stamp + ".json", "latest.json"} {
 		if err := os.WriteFile(filepath.Join(cfg.outDir, name), append(js, '\n'), 0o644); err != nil {
@@ -158,6 +209,108 @@ func run(ctx context.Context, args []string) error {
 	return nil
 }
 
+// runSetup starts the processes of one setup (single Redis or Cluster),
+// runs every workload at every concurrency, round after round, and stops
+// them.
+func runSetup(ctx context.Context, cfg *benchConfig, setup, sessiondBin string) (*setupReport, error) {
+	fmt.Fprintf(os.Stderr, "sessionbench: %s: starting Redis, sessiond and the floors\n", setup)
+	env, err := newEnv(ctx, cfg, setup, sessiondBin)
+	if err != nil {
+		return nil, err
+	}
+	defer env.close()
+	b, err := newBench(ctx, env, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer b.close()
+	sr := &setupReport{Redis: setup, RedisDescription: env.redisDesc, SessiondArgs: env.sessiondArgs}
+	if cfg.target != "" {
+		sr.Sessiond = "--target " + cfg.target
+	} else {
+		sr.Sessiond = sessiondBin + " (own process, production defaults)"
+	}
+	fmt.Fprintf(os.Stderr, "sessionbench: %s: %s\n", setup, env.redisDesc)
+	for r := range cfg.rounds {
+		sr.LoadAvg = append(sr.LoadAvg, loadAvg())
+		fmt.Fprintf(os.Stderr, "  round %d, load average %s\n", r+1, sr.LoadAvg[len(sr.LoadAvg)-1])
+		for _, c := range cfg.concurrency {
+			for _, w := range cfg.workloads {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				res := b.measure(ctx, w, c, cfg)
+				fmt.Fprintf(os.Stderr, "  %s round %d %-20s c=%-4d %9.0f ops/s  p99 %6.2fms  errors %d\n", setup, r+1, w, c, res.Total.OpsPerSec, res.Total.P99ms, res.Total.Errors)
+				sr.Runs = append(sr.Runs, res)
+			}
+		}
+	}
+	sr.LoadAvg = append(sr.LoadAvg, loadAvg())
+	sr.summarize(cfg)
+	return sr, nil
+}
+
+// measure runs one workload at one concurrency; for create, it counts the
+// WATCH retries sessiond reports over the run (warm-up included, as are
+// the creates they are divided by).
+func (b *bench) measure(ctx context.Context, w string, c int, cfg *benchConfig) runResult {
+	var before float64
+	var creates0 int64
+	count := w == "create" && b.env.adminAddr != ""
+	if count {
+		var err error
+		if before, err = b.watchRetries(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "sessionbench: reading sessiond's /metrics:", err)
+			count = false
+		}
+		creates0 = b.creates.Load()
+	}
+	res := runLoad(ctx, w, c, cfg.warmup, cfg.duration, b.op(w), os.Stderr)
+	if count {
+		if after, err := b.watchRetries(ctx); err == nil {
+			res.WatchRetries = &watchCount{Retries: int64(after - before), Creates: b.creates.Load() - creates0}
+		} else {
+			fmt.Fprintln(os.Stderr, "sessionbench: reading sessiond's /metrics:", err)
+		}
+	}
+	return res
+}
+
+// watchRetries reads sessiond_store_watch_retries_total{operation="create"}
+// from sessiond's /metrics (0 while it has none).
+func (b *bench) watchRetries(ctx context.Context) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.env.adminAddr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	const series = `sessiond_store_watch_retries_total{operation="create"} `
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series); ok {
+			return strconv.ParseFloat(strings.Fields(v)[0], 64)
+		}
+	}
+	return 0, sc.Err()
+}
+
+// loadAvg is the machine's load average (1, 5 and 15 minutes), or "?".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
+}
+
 // bench holds the clients and the data the workloads use.
 type bench struct {
 	env      *benchEnv
@@ -167,11 +320,11 @@ type bench struct {
 	tokens   []string
 
 	plainApp, protectedApp, cachedApp *grpc.ClientConn
-	cached                            *client.Client
 
 	faURL    string       // the forward-auth endpoint; "" without a listener
 	faClient *http.Client // HTTP/1.1 keep-alive, a connection a caller
 
+	creates atomic.Int64 // CreateSession calls that succeeded, warm-ups included
 	mu      sync.Mutex
 	created map[int][]string // per worker: tokens it created, for mixed's revokes
 }
@@ -179,9 +332,6 @@ type bench struct {
 func (b *bench) close() {
 	if b.faClient != nil {
 		b.faClient.CloseIdleConnections()
-	}
-	if b.cached != nil {
-		_ = b.cached.Close()
 	}
 	for _, c := range b.conns {
 		_ = c.Close()
@@ -217,8 +367,13 @@ func newBench(ctx context.Context, env *benchEnv, cfg *benchConfig) (*bench, err
 		return nil, err
 	}
 	b.sessiond = sessionauthv1.NewSessionAuthorityClient(sd)
-	if b.floor, err = b.dial(env.floorAddr); err != nil {
-		return nil, err
+	for _, d := range []struct {
+		conn **grpc.ClientConn
+		addr string
+	}{{&b.floor, env.floors.Floor}, {&b.plainApp, env.floors.Unprotected}, {&b.protectedApp, env.floors.Protected}, {&b.cachedApp, env.floors.Cached}} {
+		if *d.conn, err = b.dial(d.addr); err != nil {
+			return nil, err
+		}
 	}
 	// Live sessions for the validate workloads, over many users.
 	for i := range 1000 {
@@ -230,33 +385,6 @@ func newBench(ctx context.Context, env *benchEnv, cfg *benchConfig) (*bench, err
 			return nil, fmt.Errorf("creating the sessions to validate: %w", err)
 		}
 		b.tokens = append(b.tokens, resp.GetToken())
-	}
-	// The protected service: unprotected, protected, protected with the cache.
-	plain := client.New(sd)
-	b.cached = client.New(sd, client.WithCache(100_000, time.Minute))
-	for _, target := range []struct {
-		conn **grpc.ClientConn
-		opts []grpc.ServerOption
-	}{
-		{&b.plainApp, nil},
-		{&b.protectedApp, []grpc.ServerOption{grpc.UnaryInterceptor(client.UnaryServerInterceptor(plain))}},
-		{&b.cachedApp, []grpc.ServerOption{grpc.UnaryInterceptor(client.UnaryServerInterceptor(b.cached))}},
-	} {
-		gs := grpc.NewServer(target.opts...)
-		registerApp(gs)
-		addr, err := serve(env, gs)
-		if err != nil {
-			return nil, err
-		}
-		if *target.conn, err = b.dial(addr); err != nil {
-			return nil, err
-		}
-	}
-	for deadline := time.Now().Add(10 * time.Second); !b.cached.CacheStats().Live; {
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the client cache's revocation stream did not come up")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	return b, nil
 }
@@ -273,6 +401,7 @@ func (b *bench) create(ctx context.Context, w, i int) (string, error) {
 		UserId: fmt.Sprint("bench-new-", (w*100_003+i)%10_000), UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140",
 	})
 	if err == nil {
+		b.creates.Add(1)
 		b.mu.Lock()
 		if q := b.created[w]; len(q) < 1000 {
 			b.created[w] = append(q, resp.GetToken())
@@ -357,6 +486,10 @@ func (b *bench) op(workload string) op {
 	case "grpc-hgetall":
 		return func(ctx context.Context, w, i int) (string, error) {
 			return "Floor/Get", invoke(ctx, b.floor, "/"+floorService+"/Get", floorKey((w*7919+i)%floorKeys))
+		}
+	case "grpc-hgetall-batched":
+		return func(ctx context.Context, w, i int) (string, error) {
+			return "Floor/GetBatched", invoke(ctx, b.floor, "/"+floorService+"/GetBatched", floorKey((w*7919+i)%floorKeys))
 		}
 	case "grpc-echo":
 		return func(ctx context.Context, w, i int) (string, error) {

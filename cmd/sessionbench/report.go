@@ -10,18 +10,42 @@ import (
 	"time"
 )
 
-// report is what a bench run writes: the median run of every workload and
-// concurrency, and the ratios to the floors.
+// report is what a bench run writes: for each setup (single Redis,
+// Cluster), the median of every figure of every workload and concurrency
+// over the rounds, the ratios to the floors, and every run.
 type report struct {
-	Time        string             `json:"time"`
-	CPUs        int                `json:"cpus"`
-	GoVersion   string             `json:"go_version"`
-	Rounds      int                `json:"rounds"`
-	Seconds     float64            `json:"seconds_per_run"`
-	Concurrency []int              `json:"concurrency"`
-	Medians     []runResult        `json:"medians"`
-	Ratios      map[string]float64 `json:"ratios"`
-	Runs        []runResult        `json:"runs"`
+	Time        string         `json:"time"`
+	CPUs        int            `json:"cpus"`
+	GoVersion   string         `json:"go_version"`
+	Rounds      int            `json:"rounds"`
+	Seconds     float64        `json:"seconds_per_run"`
+	Concurrency []int          `json:"concurrency"`
+	Workloads   []string       `json:"workloads"`
+	Setups      []*setupReport `json:"setups"`
+}
+
+// setupReport is one setup's figures.
+type setupReport struct {
+	Redis            string   `json:"redis"` // "single" or "cluster"
+	RedisDescription string   `json:"redis_description"`
+	Sessiond         string   `json:"sessiond"`
+	SessiondArgs     []string `json:"sessiond_args,omitempty"` // every flag the bench gave it
+	// LoadAvg is /proc/loadavg (1, 5, 15 minutes) before each round and at
+	// the end: the machine is shared.
+	LoadAvg []string `json:"load_avg"`
+	// Medians: each figure (ops/s, p50, p99...) is its own median over the
+	// rounds.
+	Medians []runResult `json:"medians"`
+	// Ratios, by "name @concurrency": see ratioDefs, and "create WATCH
+	// retries per create".
+	Ratios map[string]float64 `json:"ratios"`
+	Runs   []runResult        `json:"runs"`
+}
+
+// watchCount is what sessiond's /metrics said about one create run.
+type watchCount struct {
+	Retries int64 `json:"retries"` // sessiond_store_watch_retries_total{operation="create"} over the run
+	Creates int64 `json:"creates"` // CreateSession calls that succeeded over the run
 }
 
 // ratioDefs: name, numerator workload, denominator workload, and whether it
@@ -31,48 +55,47 @@ var ratioDefs = []struct {
 	p99            bool
 }{
 	{"validate/grpc-hgetall throughput", "validate", "grpc-hgetall", false},
+	{"validate/grpc-hgetall-batched throughput", "validate", "grpc-hgetall-batched", false},
+	{"validate/grpc-echo throughput", "validate", "grpc-echo", false},
 	{"validate/grpc-hgetall p99", "validate", "grpc-hgetall", true},
+	{"validate/grpc-hgetall-batched p99", "validate", "grpc-hgetall-batched", true},
+	{"grpc-hgetall-batched/grpc-hgetall throughput", "grpc-hgetall-batched", "grpc-hgetall", false},
+	{"grpc-hgetall/redis-hgetall throughput", "grpc-hgetall", "redis-hgetall", false},
 	{"forward-auth/validate throughput", "forward-auth", "validate", false},
 	{"forward-auth/validate p99", "forward-auth", "validate", true},
-	{"create/grpc-create-tx throughput", "create", "grpc-create-tx", false},
 	{"protected-cache/unprotected throughput", "protected-cache", "unprotected", false},
 	{"protected/unprotected throughput", "protected", "unprotected", false},
-	{"grpc-hgetall/redis-hgetall throughput", "grpc-hgetall", "redis-hgetall", false},
+	{"create/grpc-create-tx throughput", "create", "grpc-create-tx", false},
 }
 
-func newReport(cfg *benchConfig, runs []runResult) *report {
-	r := &report{
+// retriesRatio is the name of the WATCH retries per create among the ratios.
+const retriesRatio = "create WATCH retries per create"
+
+func newReport(cfg *benchConfig) *report {
+	return &report{
 		Time: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
-		Rounds: cfg.rounds, Seconds: cfg.duration.Seconds(), Concurrency: cfg.concurrency, Runs: runs,
-		Ratios: map[string]float64{},
+		Rounds: cfg.rounds, Seconds: cfg.duration.Seconds(), Concurrency: cfg.concurrency, Workloads: cfg.workloads,
 	}
+}
+
+// summarize computes the medians and the ratios from the runs.
+func (s *setupReport) summarize(cfg *benchConfig) {
+	s.Ratios = map[string]float64{}
 	for _, c := range cfg.concurrency {
 		for _, w := range cfg.workloads {
 			var same []runResult
-			for _, run := range runs {
+			for _, run := range s.Runs {
 				if run.Workload == w && run.Concurrency == c {
 					same = append(same, run)
 				}
 			}
-			if len(same) == 0 {
-				continue
+			if len(same) > 0 {
+				s.Medians = append(s.Medians, medianRun(same))
 			}
-			slices.SortFunc(same, func(a, b runResult) int {
-				switch {
-				case a.Total.OpsPerSec < b.Total.OpsPerSec:
-					return -1
-				case a.Total.OpsPerSec > b.Total.OpsPerSec:
-					return 1
-				}
-				return 0
-			})
-			r.Medians = append(r.Medians, same[len(same)/2])
 		}
-	}
-	for _, c := range cfg.concurrency {
 		for _, d := range ratioDefs {
-			num, ok1 := r.median(d.num, c)
-			den, ok2 := r.median(d.den, c)
+			num, ok1 := s.median(d.num, c)
+			den, ok2 := s.median(d.den, c)
 			if !ok1 || !ok2 {
 				continue
 			}
@@ -81,15 +104,82 @@ func newReport(cfg *benchConfig, runs []runResult) *report {
 				a, b = num.Total.P99ms, den.Total.P99ms
 			}
 			if b > 0 {
-				r.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = a / b
+				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = a / b
 			}
 		}
+		// WATCH retries per create: over every create run at c.
+		var wc watchCount
+		for _, run := range s.Runs {
+			if run.Workload == "create" && run.Concurrency == c && run.WatchRetries != nil {
+				wc.Retries += run.WatchRetries.Retries
+				wc.Creates += run.WatchRetries.Creates
+			}
+		}
+		if wc.Creates > 0 {
+			s.Ratios[fmt.Sprintf("%s @%d", retriesRatio, c)] = float64(wc.Retries) / float64(wc.Creates)
+		}
 	}
-	return r
 }
 
-func (r *report) median(workload string, c int) (runResult, bool) {
-	for _, m := range r.Medians {
+// medianRun is the runs' median: each figure the median of its own.
+func medianRun(runs []runResult) runResult {
+	m := runResult{Workload: runs[0].Workload, Concurrency: runs[0].Concurrency}
+	var secs []float64
+	var totals []rpcStats
+	perRPC := map[string][]rpcStats{}
+	var names []string
+	for _, r := range runs {
+		secs = append(secs, r.Seconds)
+		totals = append(totals, r.Total)
+		for _, p := range r.PerRPC {
+			if _, ok := perRPC[p.RPC]; !ok {
+				names = append(names, p.RPC)
+			}
+			perRPC[p.RPC] = append(perRPC[p.RPC], p)
+		}
+	}
+	m.Seconds = median(secs)
+	m.Total = medianStats(totals)
+	slices.Sort(names)
+	for _, n := range names {
+		m.PerRPC = append(m.PerRPC, medianStats(perRPC[n]))
+	}
+	return m
+}
+
+func medianStats(s []rpcStats) rpcStats {
+	field := func(f func(rpcStats) float64) float64 {
+		v := make([]float64, len(s))
+		for i, x := range s {
+			v[i] = f(x)
+		}
+		return median(v)
+	}
+	return rpcStats{
+		RPC:       s[0].RPC,
+		Ops:       int(field(func(x rpcStats) float64 { return float64(x.Ops) })),
+		Errors:    int(field(func(x rpcStats) float64 { return float64(x.Errors) })),
+		OpsPerSec: field(func(x rpcStats) float64 { return x.OpsPerSec }),
+		P50ms:     field(func(x rpcStats) float64 { return x.P50ms }),
+		P90ms:     field(func(x rpcStats) float64 { return x.P90ms }),
+		P99ms:     field(func(x rpcStats) float64 { return x.P99ms }),
+		P999ms:    field(func(x rpcStats) float64 { return x.P999ms }),
+	}
+}
+
+// median of v (the mean of the two middle values when len(v) is even).
+func median(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+func (s *setupReport) median(workload string, c int) (runResult, bool) {
+	for _, m := range s.Medians {
 		if m.Workload == workload && m.Concurrency == c {
 			return m, true
 		}
@@ -98,83 +188,142 @@ func (r *report) median(workload string, c int) (runResult, bool) {
 }
 
 func (r *report) print(w io.Writer) {
-	fmt.Fprintf(w, "\nMedians over %d rounds of %.1fs (%d CPUs, %s):\n\n", r.Rounds, r.Seconds, r.CPUs, r.GoVersion)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tconc\tRPC\tops/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\terrors\t")
-	for _, m := range r.Medians {
-		for _, s := range append([]rpcStats{m.Total}, m.PerRPC...) {
-			if s.RPC != "all" && len(m.PerRPC) == 1 {
-				continue
+	for _, s := range r.Setups {
+		fmt.Fprintf(w, "\n%s: %s; sessiond: %s\nload average before each round and at the end: %s\n", s.Redis, s.RedisDescription, s.Sessiond, strings.Join(s.LoadAvg, " | "))
+		fmt.Fprintf(w, "Medians over %d rounds of %.1fs (%d CPUs, %s):\n\n", r.Rounds, r.Seconds, r.CPUs, r.GoVersion)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "workload\tconc\tRPC\tops/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\terrors\t")
+		for _, m := range s.Medians {
+			for _, st := range append([]rpcStats{m.Total}, m.PerRPC...) {
+				if st.RPC != "all" && len(m.PerRPC) == 1 {
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t\n", m.Workload, m.Concurrency, st.RPC, st.OpsPerSec, st.P50ms, st.P90ms, st.P99ms, st.P999ms, st.Errors)
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t\n", m.Workload, m.Concurrency, s.RPC, s.OpsPerSec, s.P50ms, s.P90ms, s.P99ms, s.P999ms, s.Errors)
+		}
+		_ = tw.Flush()
+	}
+	// The ratios side by side: a column per concurrency and setup.
+	fmt.Fprintln(w, "\nRatios (medians, each within its own setup):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "\t")
+	for _, c := range r.Concurrency {
+		for _, s := range r.Setups {
+			fmt.Fprintf(tw, "%s c=%d\t", s.Redis, c)
 		}
 	}
-	tw.Flush()
-	fmt.Fprintln(w, "\nRatios (same run, medians):")
-	names := make([]string, 0, len(r.Ratios))
-	for k := range r.Ratios {
-		names = append(names, k)
+	fmt.Fprintln(tw)
+	for _, name := range r.ratioNames() {
+		fmt.Fprintf(tw, "%s\t", name)
+		for _, c := range r.Concurrency {
+			for _, s := range r.Setups {
+				if v, ok := s.Ratios[fmt.Sprintf("%s @%d", name, c)]; ok {
+					fmt.Fprintf(tw, "%.3f\t", v)
+				} else {
+					fmt.Fprint(tw, "-\t")
+				}
+			}
+		}
+		fmt.Fprintln(tw)
 	}
-	slices.Sort(names)
-	for _, k := range names {
-		fmt.Fprintf(w, "  %-48s %.2f\n", k, r.Ratios[k])
-	}
+	_ = tw.Flush()
 }
 
-// svg draws throughput and p99 latency by concurrency, one line a workload.
-func (r *report) svg() string {
-	const W, H, pad, gap = 460, 300, 50, 40
-	var workloads []string
-	for _, m := range r.Medians {
-		if !slices.Contains(workloads, m.Workload) {
-			workloads = append(workloads, m.Workload)
+// ratioNames are the ratios some setup has, in ratioDefs' order.
+func (r *report) ratioNames() []string {
+	var names []string
+	for _, d := range ratioDefs {
+		names = append(names, d.name)
+	}
+	names = append(names, retriesRatio)
+	var out []string
+	for _, n := range names {
+		for _, s := range r.Setups {
+			if slices.ContainsFunc(r.Concurrency, func(c int) bool { _, ok := s.Ratios[fmt.Sprintf("%s @%d", n, c)]; return ok }) {
+				out = append(out, n)
+				break
+			}
 		}
 	}
-	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"}
+	return out
+}
+
+// floorWorkloads are drawn dashed in the chart.
+var floorWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "grpc-hgetall-batched", "grpc-create-tx"}
+
+// svg draws, for each setup, throughput and p99 latency by concurrency, one
+// line a workload (the floors dashed).
+func (r *report) svg() string {
+	const W, H, pad, gap, rowGap = 460, 300, 50, 40, 70
+	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e7969c"}
+	color := func(wl string) string {
+		i := slices.Index(r.Workloads, wl)
+		return colors[max(i, 0)%len(colors)]
+	}
+	rowH := H + rowGap
+	legendY := len(r.Setups)*rowH + 10
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", 2*W+gap, H+40+14*len(workloads))
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", 2*W+gap, legendY+14*((len(r.Workloads)+1)/2)+30)
 	b.WriteString(`<rect width="100%" height="100%" fill="white"/>` + "\n")
-	panel := func(x0 int, title string, value func(runResult) float64) {
+	panel := func(s *setupReport, x0, y0 int, title string, value func(runResult) float64) {
 		maxV := 0.0
-		for _, m := range r.Medians {
+		for _, m := range s.Medians {
 			maxV = max(maxV, value(m))
 		}
 		if maxV == 0 {
 			maxV = 1
 		}
-		fmt.Fprintf(&b, `<text x="%d" y="16" font-size="13" font-weight="bold">%s</text>`+"\n", x0+pad, title)
-		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0+pad, H-pad+30, x0+W-10, H-pad+30)
-		fmt.Fprintf(&b, `<line x1="%d" y1="30" x2="%d" y2="%d" stroke="black"/>`+"\n", x0+pad, x0+pad, H-pad+30)
+		base := y0 + H - pad + 30 // the x axis
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="13" font-weight="bold">%s</text>`+"\n", x0+pad, y0+16, title)
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0+pad, base, x0+W-10, base)
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0+pad, y0+30, x0+pad, base)
 		for t := 0; t <= 4; t++ {
-			y := H - pad + 30 - t*(H-pad)/4
+			y := base - t*(H-pad)/4
 			fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text><line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#eee"/>`+"\n",
 				x0+pad-4, y+4, short(maxV*float64(t)/4), x0+pad, y, x0+W-10, y)
 		}
 		n := len(r.Concurrency)
 		xOf := func(i int) int { return x0 + pad + 20 + i*(W-pad-50)/max(n-1, 1) }
 		for i, c := range r.Concurrency {
-			fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">%d</text>`+"\n", xOf(i), H-pad+45, c)
+			fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">%d</text>`+"\n", xOf(i), base+15, c)
 		}
-		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">concurrent callers</text>`+"\n", x0+pad+(W-pad)/2, H-pad+58)
-		for wi, wl := range workloads {
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle">concurrent callers</text>`+"\n", x0+pad+(W-pad)/2, base+28)
+		for _, wl := range r.Workloads {
 			var pts []string
 			for i, c := range r.Concurrency {
-				if m, ok := r.median(wl, c); ok {
-					y := float64(H-pad+30) - value(m)/maxV*float64(H-pad)
+				if m, ok := s.median(wl, c); ok {
+					y := float64(base) - value(m)/maxV*float64(H-pad)
 					pts = append(pts, fmt.Sprintf("%d,%.1f", xOf(i), y))
-					fmt.Fprintf(&b, `<circle cx="%d" cy="%.1f" r="3" fill="%s"/>`+"\n", xOf(i), y, colors[wi%len(colors)])
+					fmt.Fprintf(&b, `<circle cx="%d" cy="%.1f" r="3" fill="%s"/>`+"\n", xOf(i), y, color(wl))
 				}
 			}
-			fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.Join(pts, " "), colors[wi%len(colors)])
+			dash := ""
+			if slices.Contains(floorWorkloads, wl) {
+				dash = ` stroke-dasharray="6,4"`
+			}
+			if len(pts) > 0 {
+				fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"%s/>`+"\n", strings.Join(pts, " "), color(wl), dash)
+			}
 		}
 	}
-	panel(0, "Throughput (ops/s)", func(m runResult) float64 { return m.Total.OpsPerSec })
-	panel(W+gap, "p99 latency (ms)", func(m runResult) float64 { return m.Total.P99ms })
-	for wi, wl := range workloads {
-		y := H + 40 + wi*14
-		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n", pad, y-9, colors[wi%len(colors)], pad+16, y, wl)
+	for i, s := range r.Setups {
+		name := "single Redis"
+		if s.Redis == "cluster" {
+			name = "Redis Cluster (3 masters)"
+		}
+		panel(s, 0, i*rowH, name+": throughput (ops/s)", func(m runResult) float64 { return m.Total.OpsPerSec })
+		panel(s, W+gap, i*rowH, name+": p99 latency (ms)", func(m runResult) float64 { return m.Total.P99ms })
 	}
-	fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#555">%d CPUs, %s, medians of %d rounds</text>`+"\n", W+gap+pad, H+40, r.CPUs, r.GoVersion, r.Rounds)
+	for i, wl := range r.Workloads {
+		x, y := pad+(i%2)*220, legendY+(i/2)*14
+		dash := ""
+		if slices.Contains(floorWorkloads, wl) {
+			dash = ` stroke-dasharray="6,4"`
+			wl += " (floor)"
+		}
+		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"%s/><text x="%d" y="%d">%s</text>`+"\n", x, y-4, x+22, y-4, color(strings.TrimSuffix(wl, " (floor)")), dash, x+28, y, wl)
+	}
+	fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#555">%d CPUs, %s, medians of %d rounds of %gs, %s</text>`+"\n", W+gap+pad, legendY, r.CPUs, r.GoVersion, r.Rounds, r.Seconds, r.Time)
 	b.WriteString("</svg>\n")
 	return b.String()
 }
