@@ -2,8 +2,8 @@
 // session store and service, the gRPC listener with its interceptors and
 // services, the admin listener, tracing and file reloading, serves until its
 // context ends, and stops gracefully. cmd/sessiond turns flags into a Config
-// and calls Run; the in-process sessionds of the tests and the load tool call
-// the same Run, so they exercise the production wiring.
+// and calls Run; the in-process sessionds of the tests call the same Run, so
+// they exercise the production wiring.
 //
 // Error messages name the flag of the setting at fault (--redis-url, say):
 // each Config field says which flag sets it.
