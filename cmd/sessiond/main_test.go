@@ -274,3 +274,25 @@ func TestRunServesExtAuthz(t *testing.T) {
 func notify(ready chan<- net.Addr) func(*daemon.Config) {
 	return func(c *daemon.Config) { c.Started = func(a daemon.Addrs) { ready <- a.GRPC } }
 }
+
+func TestGCPercent(t *testing.T) {
+	for _, tc := range []struct {
+		gogc string
+		pct  int
+		set  bool
+	}{
+		{"", defaultGCPercent, true},
+		{"100", 0, false},
+		{"off", 0, false},
+	} {
+		pct, set := gcPercent(func(k string) string {
+			if k == "GOGC" {
+				return tc.gogc
+			}
+			return ""
+		})
+		if pct != tc.pct || set != tc.set {
+			t.Errorf("GOGC=%q: gcPercent = %d, %v; want %d, %v", tc.gogc, pct, set, tc.pct, tc.set)
+		}
+	}
+}
