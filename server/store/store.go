@@ -249,17 +249,13 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 	// evicted are the sessions the cap revokes; announced those of them that
 	// were still live (not already cut off by RevokeAll): the event's.
 	var evicted, announced []string
-	err = s.watch(ctx, "create", func(tx *redis.Tx) error {
+	var count *redis.IntCmd
+	var top *redis.ZSliceCmd
+	err = s.watchReading(ctx, "create", iKey, func(p redis.Pipeliner) {
+		count = p.ZCount(ctx, iKey, "("+ms(now), "+inf")
+		top = p.ZRevRangeWithScores(ctx, iKey, 0, 0)
+	}, func(tx *redis.Tx) error {
 		evicted, announced = nil, nil
-		var count *redis.IntCmd
-		var top *redis.ZSliceCmd
-		if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
-			count = p.ZCount(ctx, iKey, "("+ms(now), "+inf")
-			top = p.ZRevRangeWithScores(ctx, iKey, 0, 0)
-			return nil
-		}); err != nil {
-			return err
-		}
 		indexEnds := ends.UnixMilli()
 		if t := top.Val(); len(t) == 1 && int64(t[0].Score) > indexEnds {
 			indexEnds = int64(t[0].Score)
@@ -311,7 +307,7 @@ func (s *Store) Create(ctx context.Context, ns NewSession) (*Created, error) {
 			p.ZAdd(ctx, iKey, redis.Z{Score: float64(ends.UnixMilli()), Member: u.String()})
 			p.PExpireAt(ctx, iKey, time.UnixMilli(indexEnds))
 		})
-	}, iKey)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -761,6 +757,47 @@ func (s *Store) WatchRetries() map[string]uint64 {
 		return true
 	})
 	return out
+}
+
+// watchReading is watch for a write that begins with reads (queued by
+// reads; a missing key's redis.Nil is left in its command) of the key it
+// watches: on a single Redis (or Sentinel's master) the WATCH goes in one
+// pipeline with the reads, a round trip fewer than WATCH then the reads.
+// fn must commit whenever it returns nil; when it returns an error the
+// WATCH is dropped (UNWATCH) before the connection goes back to the pool.
+// A Cluster client's WATCH must name its key to find the node: there, the
+// WATCH goes first, on its own.
+func (s *Store) watchReading(ctx context.Context, op, key string, reads func(p redis.Pipeliner), fn func(*redis.Tx) error) error {
+	if _, single := s.rdb.(*redis.Client); !single {
+		return s.watch(ctx, op, func(tx *redis.Tx) error {
+			if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error { reads(p); return nil }); err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			return fn(tx)
+		}, key)
+	}
+	return s.watch(ctx, op, func(tx *redis.Tx) error {
+		var watch *redis.StatusCmd
+		_, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+			watch = redis.NewStatusCmd(ctx, "watch", key)
+			_ = p.Process(ctx, watch)
+			reads(p)
+			return nil
+		})
+		if watch.Err() != nil {
+			return watch.Err()
+		}
+		if errors.Is(err, redis.Nil) { // a read of a missing key: its command says so
+			err = nil
+		}
+		if err == nil {
+			err = fn(tx)
+		}
+		if err != nil && !errors.Is(err, redis.TxFailedErr) {
+			_ = tx.Unwatch(ctx).Err() // an EXEC that ran has dropped it already
+		}
+		return err
+	})
 }
 
 // watch runs fn under WATCH keys, retrying with jittered backoff while it

@@ -9,6 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sessiond/sessiond/internal/redistest"
 )
 
 func TestCreateGet(t *testing.T) {
@@ -616,5 +619,39 @@ func TestUnavailable(t *testing.T) {
 	}
 	if err := f.store.Ping(ctx); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Ping with Redis down: err = %v", err)
+	}
+}
+
+// A write whose pipelined WATCH (watchReading) is followed by a failure
+// drops the WATCH before its connection goes back to the pool: a later
+// transaction on that connection is not failed by a change to a key it
+// never watched.
+func TestFailedWriteLeavesNoWatch(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 1, MaxRetries: clientMaxRetries})
+	t.Cleanup(func() { _ = rdb.Close() })
+	other := srv.Client(t)
+	s := New(rdb, Config{MaxAttempts: 1})
+	ctx := ctxT(t)
+
+	failed := errors.New("the write gave up after its reads")
+	err := s.watchReading(ctx, "test", "watched", func(p redis.Pipeliner) { p.Get(ctx, "watched") },
+		func(*redis.Tx) error { return failed })
+	if !errors.Is(err, failed) {
+		t.Fatalf("watchReading = %v, want %v", err, failed)
+	}
+	if err := other.Set(ctx, "watched", "changed", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The pool's one connection again: a transaction watching another key.
+	err = rdb.Watch(ctx, func(tx *redis.Tx) error {
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.Set(ctx, "mine", "1", 0)
+			return nil
+		})
+		return err
+	}, "mine")
+	if err != nil {
+		t.Fatalf("a transaction on the connection after the failed write: %v (its WATCH was left armed)", err)
 	}
 }
