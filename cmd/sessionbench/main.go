@@ -325,8 +325,13 @@ type bench struct {
 	faClient *http.Client // HTTP/1.1 keep-alive, a connection a caller
 
 	creates atomic.Int64 // CreateSession calls that succeeded, warm-ups included
-	mu      sync.Mutex
-	created map[int][]string // per worker: tokens it created, for mixed's revokes
+	// createSeq numbers the creates of the whole bench: each goes to the
+	// next of createUsers users in turn, so a user reaches the per-user cap
+	// (and the create path that evicts) only after createUsers × the cap
+	// creates, far more than a bench makes.
+	createSeq atomic.Int64
+	mu        sync.Mutex
+	created   map[int][]string // per worker: tokens it created, for mixed's revokes
 }
 
 func (b *bench) close() {
@@ -396,9 +401,12 @@ func (b *bench) validate(ctx context.Context, w, i int) (string, error) {
 	return "ValidateSession", err
 }
 
+// createUsers are the users the create workload spreads its sessions over.
+const createUsers = 100_000
+
 func (b *bench) create(ctx context.Context, w, i int) (string, error) {
 	resp, err := b.sessiond.CreateSession(ctx, &sessionauthv1.CreateSessionRequest{
-		UserId: fmt.Sprint("bench-new-", (w*100_003+i)%10_000), UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140",
+		UserId: fmt.Sprint("bench-new-", b.createSeq.Add(1)%createUsers), UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Firefox/140",
 	})
 	if err == nil {
 		b.creates.Add(1)
