@@ -1,6 +1,15 @@
 // Package autopipe coalesces the Redis reads of concurrent callers into
 // pipelines: what rueidis calls auto-pipelining, for the one read of
-// sessiond's hot path (HGETALL of a session), over go-redis, which has none.
+// sessiond's hot path (HGETALL of a session), over go-redis.
+//
+// go-redis v9.23 has an auto-pipeliner of its own (Client.AutoPipeline),
+// marked experimental. BenchmarkHGetAll measures both: this small Reader
+// did as well or better at 1, 16 and 64 callers (1.01, 1.42 and 3.30 × one
+// HGETALL per call, against 0.96, 1.33 and 2.65 for go-redis', medians of
+// five alternated runs on 2 cores), and it keeps what sessiond relies on:
+// a lone caller reads on its own connection, a Cluster batch is split by
+// master with each caller failing alone, and the API will not change under
+// it.
 //
 // A caller that finds nothing else in flight reads directly, on its own
 // connection and under its own context: one caller at a time pays nothing
