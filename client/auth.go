@@ -268,15 +268,16 @@ const (
 
 var errValidationTimeout = errors.New("sessiond did not answer within the validation timeout")
 
-// authenticate validates token for the end user at endUser ("" when
-// unknown) against the options' requirement and maps the outcome for the
-// caller of a protected service: Unauthenticated for a bad token,
-// PermissionDenied (with sessiond's ErrorInfo) for a live session that
-// falls short of the requirement, Unavailable whenever sessiond could not
-// say in time (fail closed), ResourceExhausted (with sessiond's RetryInfo)
-// when sessiond throttles failures, Internal for a requirement sessiond
-// would refuse, the caller's own context error if it went away.
-func (c *Client) authenticate(ctx context.Context, o *authOptions, token, endUser string) (*Session, error) {
+// authenticate validates token for the end user at the address endUser
+// returns ("" when unknown; asked only when sessiond is asked) against the
+// options' requirement and maps the outcome for the caller of a protected
+// service: Unauthenticated for a bad token, PermissionDenied (with
+// sessiond's ErrorInfo) for a live session that falls short of the
+// requirement, Unavailable whenever sessiond could not say in time (fail
+// closed), ResourceExhausted (with sessiond's RetryInfo) when sessiond
+// throttles failures, Internal for a requirement sessiond would refuse, the
+// caller's own context error if it went away.
+func (c *Client) authenticate(ctx context.Context, o *authOptions, token string, endUser func() string) (*Session, error) {
 	if err := requirementError(o.require); err != nil {
 		c.opts.logger.ErrorContext(ctx, "sessiond client: a protected route's requirement is invalid; refusing every request", "error", err)
 		return nil, status.Error(codes.Internal, msgMisconfig)
@@ -284,12 +285,16 @@ func (c *Client) authenticate(ctx context.Context, o *authOptions, token, endUse
 	if token == "" {
 		return nil, status.Error(codes.Unauthenticated, msgNoToken)
 	}
+	// A cache hit needs no deadline and no end user: those are for sessiond.
+	if s, ok, err := c.fromCache(token, o.require); ok {
+		return s, err // nil, or the requirement's denial
+	}
 	vctx, cancel := context.WithTimeoutCause(ctx, o.timeout, errValidationTimeout)
 	defer cancel()
-	if endUser != "" {
+	if endUser := endUser(); endUser != "" {
 		vctx = metadata.AppendToOutgoingContext(vctx, EndUserMetadataKey, endUser)
 	}
-	s, err := c.validate(vctx, token, o.require)
+	s, err := c.validateRemote(vctx, token, o.require)
 	if err == nil {
 		return s, nil
 	}
@@ -332,7 +337,7 @@ func (c *Client) authGRPC(ctx context.Context, o *authOptions) (context.Context,
 	if vals := metadata.ValueFromIncomingContext(ctx, o.metadataKey); len(vals) == 1 {
 		token, _ = credential.FromAuthorization(vals[0], o.scheme)
 	}
-	s, err := c.authenticate(ctx, o, token, o.grpcEndUser(ctx))
+	s, err := c.authenticate(ctx, o, token, func() string { return o.grpcEndUser(ctx) })
 	if err != nil {
 		return nil, err
 	}
@@ -537,7 +542,7 @@ func HTTPMiddleware(c *Client, opts ...HTTPAuthOption) func(http.Handler) http.H
 				return
 			}
 			token, _ := o.tokenFromRequest(r)
-			s, err := c.authenticate(r.Context(), &o, token, o.httpEndUser(r))
+			s, err := c.authenticate(r.Context(), &o, token, func() string { return o.httpEndUser(r) })
 			st := status.Convert(err)
 			switch st.Code() {
 			case codes.OK:

@@ -239,6 +239,30 @@ func (c *Client) Validate(ctx context.Context, token string, opts ...ValidateOpt
 
 // validate is Validate with a requirement known to be valid.
 func (c *Client) validate(ctx context.Context, token string, need assurance.Requirement) (*Session, error) {
+	if s, ok, err := c.fromCache(token, need); ok {
+		return s, err
+	}
+	return c.validateRemote(ctx, token, need)
+}
+
+// fromCache answers validate from the cache alone when it holds token's
+// session (ok): the session, or the requirement's denial. Not ok: ask
+// sessiond (validateRemote), which counts no second miss.
+func (c *Client) fromCache(token string, need assurance.Requirement) (s *Session, ok bool, err error) {
+	if c.cache == nil {
+		return nil, false, nil
+	}
+	if s, ok = c.cache.get(token); !ok {
+		return nil, false, nil
+	}
+	if err := checkSession(need, s, c.cache.now()); err != nil {
+		return nil, true, err
+	}
+	return s, true, nil
+}
+
+// validateRemote is validate asking sessiond, after fromCache found nothing.
+func (c *Client) validateRemote(ctx context.Context, token string, need assurance.Requirement) (*Session, error) {
 	if c.cache == nil {
 		resp, err := c.rpc.ValidateSession(ctx, validateRequest(token, need))
 		if err != nil {
@@ -249,16 +273,14 @@ func (c *Client) validate(ctx context.Context, token string, need assurance.Requ
 		}
 		return resp.GetSession(), nil
 	}
-	s, ok := c.cache.get(token)
-	if !ok {
-		start := c.cache.begin()
-		resp, err := c.rpc.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: token})
-		if err != nil {
-			return nil, err
-		}
-		if s = resp.GetSession(); !c.cache.add(token, s, start) {
-			return nil, status.Error(codes.Unauthenticated, msgCutOff)
-		}
+	start := c.cache.begin()
+	resp, err := c.rpc.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: token})
+	if err != nil {
+		return nil, err
+	}
+	s := resp.GetSession()
+	if !c.cache.add(token, s, start) {
+		return nil, status.Error(codes.Unauthenticated, msgCutOff)
 	}
 	if err := checkSession(need, s, c.cache.now()); err != nil {
 		return nil, err
