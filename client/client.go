@@ -143,7 +143,13 @@ func (c *Client) CacheStats() CacheStats {
 //     connection is noticed without waiting for a call to time out;
 //   - round-robin over every address the name resolves to: dial
 //     "dns:///sessiond.example.internal:50051" to spread calls over several
-//     replicas.
+//     replicas;
+//   - fixed HTTP/2 flow-control windows (1 MiB per call, 4 MiB per
+//     connection). gRPC's default estimates the bandwidth-delay product
+//     instead, sending a PING whenever response data arrives and none is
+//     out: with a call or a few in flight, one more frame each way, and a
+//     read and a write more on both sides, per call. sessiond's answers are
+//     small; the estimate pays off only for bulk transfers.
 //
 // For example: grpc.NewClient(target, append(client.DialOptions(),
 // grpc.WithTransportCredentials(creds))...).
@@ -155,6 +161,8 @@ func DialOptions() []grpc.DialOption {
 		}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+		grpc.WithStaticStreamWindowSize(1 << 20),
+		grpc.WithStaticConnWindowSize(4 << 20),
 	}
 }
 

@@ -184,7 +184,7 @@ func serveFloors(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if *sessiondAddr != "" {
-		conn, err := grpc.NewClient(*sessiondAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(*sessiondAddr, append(client.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {
 			return err
 		}

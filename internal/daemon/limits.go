@@ -57,6 +57,18 @@ type Limits struct {
 	// would grow again, copying it, on every call: about a tenth of the
 	// CPU of a validation in a profile of the shipped binary.
 	StreamWorkers uint32
+	// StreamWindow and ConnWindow are the HTTP/2 flow-control windows, in
+	// bytes, that a client may fill before sessiond has read: per call and
+	// per connection. They are fixed. gRPC's default instead estimates each
+	// connection's bandwidth-delay product, answering a burst of request
+	// data with a PING (and a WINDOW_UPDATE) whenever none is out: with a
+	// call or a few in flight, that is one more frame each way, and one
+	// more read and write for both sides, on every call. sessiond's
+	// requests are small (MaxRecvMsgSize), so a window that never grows
+	// costs it nothing, and it bounds what one connection can have sessiond
+	// buffer more tightly than an estimate that may grow to 16 MiB.
+	StreamWindow int32
+	ConnWindow   int32
 }
 
 // DefaultLimits are the limits sessiond runs with.
@@ -78,6 +90,8 @@ var DefaultLimits = Limits{
 	},
 	StreamResets:  ResetLimit{PerSecond: 200, Burst: 1000},
 	StreamWorkers: 64,
+	StreamWindow:  256 << 10,
+	ConnWindow:    1 << 20,
 }
 
 // withDefaults returns l with its zero fields replaced by DefaultLimits'.
@@ -107,6 +121,12 @@ func (l Limits) withDefaults() Limits {
 	if l.StreamWorkers == 0 {
 		l.StreamWorkers = d.StreamWorkers
 	}
+	if l.StreamWindow <= 0 {
+		l.StreamWindow = d.StreamWindow
+	}
+	if l.ConnWindow <= 0 {
+		l.ConnWindow = d.ConnWindow
+	}
 	return l
 }
 
@@ -120,5 +140,7 @@ func (l Limits) serverOptions() []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(l.Enforcement),
 		grpc.KeepaliveParams(l.Keepalive),
 		grpc.NumStreamWorkers(l.StreamWorkers),
+		grpc.StaticStreamWindowSize(l.StreamWindow),
+		grpc.StaticConnWindowSize(l.ConnWindow),
 	}
 }
