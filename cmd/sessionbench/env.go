@@ -34,6 +34,7 @@ type benchEnv struct {
 	adminAddr       string // sessiond's admin listener ("" unknown: no WATCH retries)
 	sessiondArgs    []string
 	floors          floorAddrs
+	cpu             cpuMeter // the processes started for this setup
 	tmp             string
 	cleanups        []func()
 }
@@ -161,9 +162,11 @@ func startRedis(ctx context.Context, e *benchEnv) (string, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", err
 	}
-	if _, err := startChild(e, "redis-server", nil, filepath.Join(dir, "log"), bin, redisServerArgs(ports[0], dir)...); err != nil {
+	rc, err := startChild(e, "redis-server", nil, filepath.Join(dir, "log"), bin, redisServerArgs(ports[0], dir)...)
+	if err != nil {
 		return "", err
 	}
+	e.cpu.add(roleRedis, rc.cmd.Process.Pid)
 	addr := loopback(ports[0])
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	defer c.Close()
@@ -193,9 +196,11 @@ func startCluster(ctx context.Context, e *benchEnv) ([]string, error) {
 			return nil, err
 		}
 		args := append(redisServerArgs(port, dir), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")
-		if _, err := startChild(e, "redis-server (cluster)", nil, filepath.Join(dir, "log"), bin, args...); err != nil {
+		rc, err := startChild(e, "redis-server (cluster)", nil, filepath.Join(dir, "log"), bin, args...)
+		if err != nil {
 			return nil, err
 		}
+		e.cpu.add(roleRedis, rc.cmd.Process.Pid)
 		addrs = append(addrs, loopback(port))
 	}
 	for _, a := range addrs {
@@ -462,6 +467,7 @@ func startSessiond(ctx context.Context, e *benchEnv, bin string, rt redisTarget,
 	if err != nil {
 		return err
 	}
+	e.cpu.add(roleSessiond, c.cmd.Process.Pid)
 	hc := &http.Client{Timeout: time.Second}
 	defer hc.CloseIdleConnections()
 	return waitFor(ctx, 30*time.Second, func() error {
@@ -509,6 +515,7 @@ func startFloors(ctx context.Context, e *benchEnv, rt redisTarget, poolSize int)
 	if err != nil {
 		return err
 	}
+	e.cpu.add(roleFloors, c.cmd.Process.Pid)
 	line := make(chan []byte, 1)
 	go func() {
 		b, _ := bufio.NewReader(r).ReadBytes('\n')

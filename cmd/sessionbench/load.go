@@ -37,6 +37,10 @@ type runResult struct {
 	// WatchRetries: for create runs, sessiond's lost WATCH races over the
 	// run (nil when not read).
 	WatchRetries *watchCount `json:"watch_retries,omitempty"`
+	// CPUPerCall is the CPU time each process spent per call over the
+	// measured part of the run, in microseconds, by role (cpu.go), with
+	// their total.
+	CPUPerCall map[string]float64 `json:"cpu_us_per_call,omitempty"`
 }
 
 type sample struct {
@@ -50,8 +54,9 @@ const maxSamplesPerWorker = 2_000_000
 
 // runLoad runs fn from concurrency workers for d (after warmup, whose calls
 // are not counted), printing progress to progress every second. Every loop
-// is bounded by the time and by maxSamplesPerWorker.
-func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.Duration, fn op, progress io.Writer) runResult {
+// is bounded by the time and by maxSamplesPerWorker. cpu, if not nil, is
+// sampled when the measured part starts and when the last call has ended.
+func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.Duration, fn op, progress io.Writer, cpu *cpuMeter) runResult {
 	var done atomic.Int64
 	samples := make([][]sample, concurrency)
 	start := time.Now()
@@ -59,6 +64,14 @@ func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.D
 	end := measureFrom.Add(d)
 	ctx, cancel := context.WithDeadline(ctx, end.Add(5*time.Second))
 	defer cancel()
+	var cpuBefore map[string]time.Duration
+	sampled := make(chan struct{})
+	cpuTimer := time.AfterFunc(warmup, func() {
+		if cpu != nil {
+			cpuBefore = cpu.sample()
+		}
+		close(sampled)
+	})
 	var wg sync.WaitGroup
 	for w := range concurrency {
 		wg.Go(func() {
@@ -94,6 +107,14 @@ func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.D
 		}
 	}()
 	wg.Wait()
+	var cpuAfter map[string]time.Duration
+	if cpu != nil {
+		cpuAfter = cpu.sample()
+	}
+	if cpuTimer.Stop() { // every call ended before the measured part began
+		close(sampled)
+	}
+	<-sampled
 	close(stop)
 	fmt.Fprint(progress, "\r\033[K")
 	elapsed := min(time.Since(measureFrom), d)
@@ -106,6 +127,9 @@ func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.D
 		byRPC[s.rpc] = append(byRPC[s.rpc], s)
 	}
 	res := runResult{Workload: name, Concurrency: concurrency, Seconds: elapsed.Seconds(), Total: summarize("all", all, elapsed)}
+	if cpuAfter != nil {
+		res.CPUPerCall = perCall(cpuBefore, cpuAfter, len(all))
+	}
 	for _, rpc := range slices.Sorted(maps.Keys(byRPC)) {
 		res.PerRPC = append(res.PerRPC, summarize(rpc, byRPC[rpc], elapsed))
 	}

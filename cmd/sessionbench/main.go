@@ -265,7 +265,7 @@ func (b *bench) measure(ctx context.Context, w string, c int, cfg *benchConfig) 
 		}
 		creates0 = b.creates.Load()
 	}
-	res := runLoad(ctx, w, c, cfg.warmup, cfg.duration, b.op(w), os.Stderr)
+	res := runLoad(ctx, w, c, cfg.warmup, cfg.duration, b.op(w), os.Stderr, &b.env.cpu)
 	if count {
 		if after, err := b.watchRetries(ctx); err == nil {
 			res.WatchRetries = &watchCount{Retries: int64(after - before), Creates: b.creates.Load() - creates0}

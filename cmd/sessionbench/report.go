@@ -140,6 +140,20 @@ func medianRun(runs []runResult) runResult {
 	}
 	m.Seconds = median(secs)
 	m.Total = medianStats(totals)
+	cpu := map[string][]float64{}
+	for _, r := range runs {
+		for role, v := range r.CPUPerCall {
+			cpu[role] = append(cpu[role], v)
+		}
+	}
+	for role, v := range cpu {
+		if len(v) == len(runs) { // a role missing from a run has no median
+			if m.CPUPerCall == nil {
+				m.CPUPerCall = map[string]float64{}
+			}
+			m.CPUPerCall[role] = median(v)
+		}
+	}
 	slices.Sort(names)
 	for _, n := range names {
 		m.PerRPC = append(m.PerRPC, medianStats(perRPC[n]))
@@ -202,6 +216,7 @@ func (r *report) print(w io.Writer) {
 			}
 		}
 		_ = tw.Flush()
+		s.printCPU(w)
 	}
 	// The ratios side by side: a column per concurrency and setup.
 	fmt.Fprintln(w, "\nRatios (medians, each within its own setup):")
@@ -222,6 +237,38 @@ func (r *report) print(w io.Writer) {
 				} else {
 					fmt.Fprint(tw, "-\t")
 				}
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	_ = tw.Flush()
+}
+
+// printCPU prints the CPU each process spent per call (medians over the
+// rounds), when it was measured.
+func (s *setupReport) printCPU(w io.Writer) {
+	var roles []string
+	for _, role := range cpuRoles {
+		if slices.ContainsFunc(s.Medians, func(m runResult) bool { _, ok := m.CPUPerCall[role]; return ok }) {
+			roles = append(roles, role)
+		}
+	}
+	if len(roles) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nCPU per call, µs, by process (medians over the rounds; /proc, 10 ms ticks):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "workload\tconc\t%s\t\n", strings.Join(roles, "\t"))
+	for _, m := range s.Medians {
+		if m.CPUPerCall == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t", m.Workload, m.Concurrency)
+		for _, role := range roles {
+			if v, ok := m.CPUPerCall[role]; ok {
+				fmt.Fprintf(tw, "%.1f\t", v)
+			} else {
+				fmt.Fprint(tw, "-\t")
 			}
 		}
 		fmt.Fprintln(tw)
