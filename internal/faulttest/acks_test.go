@@ -139,6 +139,10 @@ func TestAckedRevocationsSurviveFailovers(t *testing.T) {
 	defer cancel()
 
 	const rounds, perRound = 10, 25
+	// Creating is the setup of a round, not what it checks: under a loaded
+	// machine the sentinels and the re-attached replica may take as long as
+	// the failover itself (bounded by 30s below) to settle.
+	const createWait = 30 * time.Second
 	acked, undone := 0, 0
 	var failovers []time.Duration
 	master := g.Master
@@ -146,8 +150,12 @@ func TestAckedRevocationsSurviveFailovers(t *testing.T) {
 		var toks []string
 		for i := range perRound {
 			r, err := create(ctx, c, fmt.Sprintf("failover-%d-%d", round, i))
-			if err != nil {
-				waitFor(t, 10*time.Second, "a create", func() bool { r, err = create(ctx, c, fmt.Sprintf("failover-%d-%d", round, i)); return err == nil })
+			for deadline := time.Now().Add(createWait); err != nil; {
+				if time.Now().After(deadline) {
+					t.Fatalf("round %d: a create still failed after %v of retries (the sentinels and the replica had not settled?): %v", round, createWait, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+				r, err = create(ctx, c, fmt.Sprintf("failover-%d-%d", round, i))
 			}
 			toks = append(toks, r.GetToken())
 		}
