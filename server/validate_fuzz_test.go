@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,7 +59,8 @@ var errNoRedis = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("fuzz: no 
 // arguments of Create (answered without the store) and ListUser.
 type recordingStore struct {
 	Store
-	dials   *atomic.Int64
+	dials   *atomic.Int64 // dials made for a call
+	probes  *atomic.Int64 // go-redis' own background dials (backgroundProbe)
 	log     *bytes.Buffer // the service's log
 	created *store.NewSession
 	listed  []string // user id, limit, cursor
@@ -66,17 +68,77 @@ type recordingStore struct {
 
 func newRecordingStore(tb testing.TB) *recordingStore {
 	tb.Helper()
-	dials := new(atomic.Int64)
+	dials, probes := new(atomic.Int64), new(atomic.Int64)
 	rdb := redis.NewClient(&redis.Options{
 		Addr:       "sessiond-fuzz.invalid:6379",
 		MaxRetries: -1, DialerRetries: 1, DialerRetryTimeout: time.Microsecond,
 		Dialer: func(context.Context, string, string) (net.Conn, error) {
-			dials.Add(1)
+			if backgroundProbe() {
+				probes.Add(1)
+			} else {
+				dials.Add(1)
+			}
 			return nil, errNoRedis
 		},
 	})
 	tb.Cleanup(func() { _ = rdb.Close() })
-	return &recordingStore{Store: store.New(rdb, store.Config{}), dials: dials, log: new(bytes.Buffer)}
+	return &recordingStore{Store: store.New(rdb, store.Config{}), dials: dials, probes: probes, log: new(bytes.Buffer)}
+}
+
+// backgroundProbe reports whether the dial in progress is go-redis' own
+// probe (internal/pool's (*ConnPool).tryDial): once as many dials as the
+// pool has connections have failed, go-redis dials once a second in the
+// background to learn when Redis is back. Such a probe can land during a
+// call that reached nothing, and is not that call's. (go-redis dials on a
+// context of its own, so the probe cannot be told apart by the context.)
+func backgroundProbe() bool {
+	pc := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pc[:runtime.Callers(2, pc)])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, ".tryDial") {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// TestRecordingStoreIgnoresBackgroundProbes: a call's dial is counted;
+// go-redis' background probe, which starts once dials keep failing, is
+// not.
+func TestRecordingStoreIgnoresBackgroundProbes(t *testing.T) {
+	st := newRecordingStore(t)
+	svc := st.service()
+	token := "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB" // well formed, unknown
+	if _, err := svc.ValidateSession(context.Background(), &sessionauthv1.ValidateSessionRequest{Token: token}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("ValidateSession with Redis down: %v, want Unavailable", err)
+	}
+	if !st.reached() || st.dials.Load() == 0 {
+		t.Fatalf("a validation of a well-formed token: reached %v, %d dials counted; want it counted", st.reached(), st.dials.Load())
+	}
+	// Fail dials until go-redis starts its probe (after as many failures as
+	// the pool has connections; its first probe dials at once).
+	for deadline := time.Now().Add(10 * time.Second); st.probes.Load() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("go-redis started no background probe in 10s of failing dials")
+		}
+		_, _ = svc.ValidateSession(context.Background(), &sessionauthv1.ValidateSessionRequest{Token: token})
+	}
+	// With no call in flight, the next probe (a second later) is counted
+	// as a probe only.
+	st.reset()
+	before := st.probes.Load()
+	for deadline := time.Now().Add(5 * time.Second); st.probes.Load() == before; {
+		if time.Now().After(deadline) {
+			t.Fatal("go-redis probed once and not again within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.reached() {
+		t.Fatalf("a background probe counted as a call's dial (%d dials)", st.dials.Load())
+	}
 }
 
 // service returns the service over r, logging into r.log.
