@@ -50,6 +50,9 @@ import (
 // fuzzConfig is the service configuration of the fuzz targets.
 var fuzzConfig = Config{DefaultTTL: 24 * time.Hour, MaxTTL: 30 * 24 * time.Hour, DefaultIdleTimeout: time.Hour}
 
+// unknownToken is a token of the right form that no session has.
+const unknownToken = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"
+
 // errNoRedis is what every dial to the unreachable Redis fails with.
 var errNoRedis = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("fuzz: no Redis here")}
 
@@ -111,8 +114,7 @@ func backgroundProbe() bool {
 func TestRecordingStoreIgnoresBackgroundProbes(t *testing.T) {
 	st := newRecordingStore(t)
 	svc := st.service()
-	token := "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB" // well formed, unknown
-	if _, err := svc.ValidateSession(context.Background(), &sessionauthv1.ValidateSessionRequest{Token: token}); status.Code(err) != codes.Unavailable {
+	if _, err := svc.ValidateSession(context.Background(), &sessionauthv1.ValidateSessionRequest{Token: unknownToken}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("ValidateSession with Redis down: %v, want Unavailable", err)
 	}
 	if !st.reached() || st.dials.Load() == 0 {
@@ -124,7 +126,7 @@ func TestRecordingStoreIgnoresBackgroundProbes(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("go-redis started no background probe in 10s of failing dials")
 		}
-		_, _ = svc.ValidateSession(context.Background(), &sessionauthv1.ValidateSessionRequest{Token: token})
+		_, _ = svc.ValidateSession(context.Background(), &sessionauthv1.ValidateSessionRequest{Token: unknownToken})
 	}
 	// With no call in flight, the next probe (a second later) is counted
 	// as a probe only.
@@ -491,7 +493,7 @@ func FuzzLifecycleRequests(f *testing.F) {
 	st := newRecordingStore(f)
 	svc := st.service()
 	ctx := context.Background()
-	valid := "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB" // well formed, unknown
+	valid := unknownToken
 	f.Fuzz(func(t *testing.T, methods string, level int32, ageSet bool, ageSec int64, ageNanos int32,
 		sessionID, attrKey, attrValue, removeKey, pageToken string, pageSize int32, beforeSec int64, beforeNanos int32) {
 		var list []string

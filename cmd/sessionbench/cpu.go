@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -28,15 +27,13 @@ var cpuRoles = []string{roleLoad, roleSessiond, roleFloors, roleRedis, roleTotal
 // every Linux the bench runs on).
 const userHZ = 100
 
-// cpuMeter reads the CPU time of the bench's processes.
+// cpuMeter reads the CPU time of the bench's processes. Its processes are
+// added while a setup starts, before any run samples them.
 type cpuMeter struct {
-	mu    sync.Mutex
 	procs map[string][]int // role → pids
 }
 
 func (m *cpuMeter) add(role string, pid int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.procs == nil {
 		m.procs = map[string][]int{}
 	}
@@ -46,8 +43,6 @@ func (m *cpuMeter) add(role string, pid int) {
 // sample returns each role's CPU time so far (user and system, all
 // threads); a role whose /proc entry cannot be read is left out.
 func (m *cpuMeter) sample() map[string]time.Duration {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	out := map[string]time.Duration{}
 	pids := map[string][]int{roleLoad: {os.Getpid()}}
 	for role, p := range m.procs {
