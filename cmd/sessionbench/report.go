@@ -36,8 +36,9 @@ type setupReport struct {
 	// Medians: each figure (ops/s, p50, p99...) is its own median over the
 	// rounds.
 	Medians []runResult `json:"medians"`
-	// Ratios, by "name @concurrency": see ratioDefs, and "create WATCH
-	// retries per create".
+	// Ratios, by "name @concurrency": see ratioDefs (each the median of the
+	// rounds' own ratios: pairedRatio), and "create WATCH retries per
+	// create".
 	Ratios map[string]float64 `json:"ratios"`
 	Runs   []runResult        `json:"runs"`
 }
@@ -94,17 +95,8 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 			}
 		}
 		for _, d := range ratioDefs {
-			num, ok1 := s.median(d.num, c)
-			den, ok2 := s.median(d.den, c)
-			if !ok1 || !ok2 {
-				continue
-			}
-			a, b := num.Total.OpsPerSec, den.Total.OpsPerSec
-			if d.p99 {
-				a, b = num.Total.P99ms, den.Total.P99ms
-			}
-			if b > 0 {
-				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = a / b
+			if r, ok := pairedRatio(s.Runs, d.num, d.den, c, d.p99); ok {
+				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = r
 			}
 		}
 		// WATCH retries per create: over every create run at c.
@@ -119,6 +111,42 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 			s.Ratios[fmt.Sprintf("%s @%d", retriesRatio, c)] = float64(wc.Retries) / float64(wc.Creates)
 		}
 	}
+}
+
+// pairedRatio is the median over the rounds of each round's own ratio of
+// workload num to workload den at concurrency c (throughput, or p99 when
+// p99 is set). A round runs the two back to back, so a slow spell of the
+// shared machine that lasts longer than a run moves both figures of that
+// round alike and cancels out of its ratio, where a ratio of the two
+// medians could pair figures from different rounds. runs holds one run of
+// each workload per round, in round order.
+func pairedRatio(runs []runResult, num, den string, c int, p99 bool) (float64, bool) {
+	figure := func(r runResult) float64 {
+		if p99 {
+			return r.Total.P99ms
+		}
+		return r.Total.OpsPerSec
+	}
+	var a, b []float64
+	for _, r := range runs {
+		switch {
+		case r.Concurrency != c:
+		case r.Workload == num:
+			a = append(a, figure(r))
+		case r.Workload == den:
+			b = append(b, figure(r))
+		}
+	}
+	var ratios []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			ratios = append(ratios, a[i]/b[i])
+		}
+	}
+	if len(ratios) == 0 {
+		return 0, false
+	}
+	return median(ratios), true
 }
 
 // medianRun is the runs' median: each figure the median of its own.
@@ -219,7 +247,7 @@ func (r *report) print(w io.Writer) {
 		s.printCPU(w)
 	}
 	// The ratios side by side: a column per concurrency and setup.
-	fmt.Fprintln(w, "\nRatios (medians, each within its own setup):")
+	fmt.Fprintln(w, "\nRatios (medians of the rounds' own ratios, each within its own setup):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "\t")
 	for _, c := range r.Concurrency {

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"math"
+	"testing"
+)
+
+func TestPairedRatioPairsEachRoundsRuns(t *testing.T) {
+	run := func(w string, c int, ops, p99 float64) runResult {
+		return runResult{Workload: w, Concurrency: c, Total: rpcStats{OpsPerSec: ops, P99ms: p99}}
+	}
+	// Three rounds; the machine is slow in the second, which halves both
+	// figures of that round. Each round's ratio is 1.1, 1.1 and 0.9: their
+	// median is 1.1; the ratio of the medians (900 / 1000 = 0.9) would pair
+	// round 3's sessiond with round 1's floor.
+	var runs []runResult
+	for _, r := range [][4]float64{{1100, 1000, 2, 4}, {550, 500, 3, 3}, {900, 1000, 4, 2}} {
+		runs = append(runs,
+			run("floor", 16, r[1], r[3]),
+			run("sessiond", 16, r[0], r[2]),
+			run("sessiond", 64, 1, 1), // another concurrency: not paired
+		)
+	}
+	got, ok := pairedRatio(runs, "sessiond", "floor", 16, false)
+	if !ok || math.Abs(got-1.1) > 1e-9 {
+		t.Errorf("throughput ratio = %v, %v; want 1.1 (the median of 1.1, 1.1, 0.9)", got, ok)
+	}
+	got, ok = pairedRatio(runs, "sessiond", "floor", 16, true)
+	if !ok || math.Abs(got-1) > 1e-9 {
+		t.Errorf("p99 ratio = %v, %v; want 1 (the median of 0.5, 1, 2)", got, ok)
+	}
+	if got, ok := pairedRatio(runs, "sessiond", "absent", 16, false); ok {
+		t.Errorf("ratio to a workload that did not run = %v, want none", got)
+	}
+}
