@@ -99,20 +99,28 @@ func (s *Server) toStatus(ctx context.Context, err error) error {
 	}
 }
 
-// UnaryDeadlineInterceptor bounds how long a call waits for the store: a
+// WithRequestTimeout bounds how long ctx's call may wait for the store: a
 // hung Redis gives Unavailable after Config.RequestTimeout, whatever
-// deadline (or none) the caller set.
-func (s *Server) UnaryDeadlineInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+// deadline (or none) the caller set. The caller's own deadline is kept
+// when it comes first. Call release when the call ends. The gRPC calls get
+// it from UnaryDeadlineInterceptor; the forward-auth endpoints call it.
+func (s *Server) WithRequestTimeout(ctx context.Context) (_ context.Context, release context.CancelFunc) {
 	if s.cfg.RequestTimeout <= 0 {
-		return handler(ctx, req)
+		return ctx, func() {}
 	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.cfg.RequestTimeout {
 		// The caller's deadline comes first: no timer of our own (the hot
 		// path is cheaper without it), and its expiry is DeadlineExceeded.
-		return handler(ctx, req)
+		return ctx, func() {}
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.RequestTimeout, errStoreTimeout)
-	defer cancel()
+	return context.WithTimeoutCause(ctx, s.cfg.RequestTimeout, errStoreTimeout)
+}
+
+// UnaryDeadlineInterceptor bounds how long a call waits for the store
+// (WithRequestTimeout).
+func (s *Server) UnaryDeadlineInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, release := s.WithRequestTimeout(ctx)
+	defer release()
 	return handler(ctx, req)
 }
 

@@ -185,6 +185,8 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, p protocol) str
 		h.deny(w, r, p, status.New(codes.Unauthenticated, "no session token"))
 		return "unauthenticated"
 	}
+	ctx, release := h.svc.WithRequestTimeout(ctx) // --request-timeout, as for a gRPC call
+	defer release()
 	sess, err := h.svc.ValidateToken(ctx, token, func() string { return h.endUser(r, peer) })
 	if err != nil {
 		st := status.Convert(err)

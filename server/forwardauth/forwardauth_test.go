@@ -26,12 +26,15 @@ type env struct {
 	clock  *testutil.Clock // sessiond's
 }
 
-func newEnv(t *testing.T, loginURL string, svc server.Config) *env {
+func newEnv(t *testing.T, loginURL string, svc server.Config, more ...func(*daemon.Config)) *env {
 	t.Helper()
 	rs := redistest.Start(t)
 	cfg := sessiondtest.Config(rs.Addr())
 	cfg.Service = svc
 	cfg.ForwardAuth = daemon.ForwardAuthConfig{Listen: "127.0.0.1:0", LoginURL: loginURL}
+	for _, f := range more {
+		f(&cfg)
+	}
 	clock := testutil.NewClock()
 	cfg.Clock = clock.Now
 	d := sessiondtest.Run(t, cfg)
@@ -280,6 +283,27 @@ func TestFailsClosed(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	wantIdentity(t, e.ask(t, "GET", forwardauth.AuthRequestPath, map[string]string{"Cookie": cookie(tok)}), "user-1", sid, "after Redis returned")
+}
+
+// TestHungRedisAnswersWithinRequestTimeout: with Redis frozen (it holds
+// its connections but answers nothing), every endpoint answers 503 once
+// --request-timeout has passed, as a gRPC validation does, and not when
+// the longer socket timeout (--redis-timeout) would give up.
+func TestHungRedisAnswersWithinRequestTimeout(t *testing.T) {
+	t.Parallel()
+	const requestTimeout = 300 * time.Millisecond
+	e := newEnv(t, "", server.Config{RequestTimeout: requestTimeout}, func(cfg *daemon.Config) { cfg.Redis.Timeout = time.Minute })
+	tok, _ := e.create(t, "user-1")
+	e.redis.Freeze()
+	t.Cleanup(e.redis.Thaw)
+	for _, p := range []string{forwardauth.AuthRequestPath, forwardauth.ForwardAuthPath, forwardauth.ExtAuthzPrefix} {
+		start := time.Now()
+		resp := e.ask(t, "GET", p, map[string]string{"Cookie": cookie(tok)})
+		wantStatus(t, resp, http.StatusServiceUnavailable, p+" with Redis frozen")
+		if d := time.Since(start); d < requestTimeout || d > requestTimeout+3*time.Second {
+			t.Errorf("%s: answered after %v with a %v request timeout", p, d, requestTimeout)
+		}
+	}
 }
 
 // TestOneClientCannotLockOutTheGateway: behind a trusted proxy, failures
