@@ -54,8 +54,8 @@ const maxSamplesPerWorker = 2_000_000
 
 // runLoad runs fn from concurrency workers for d (after warmup, whose calls
 // are not counted), printing progress to progress every second. Every loop
-// is bounded by the time and by maxSamplesPerWorker. cpu, if not nil, is
-// sampled when the measured part starts and when the last call has ended.
+// is bounded by the time and by maxSamplesPerWorker. cpu is sampled when
+// the measured part starts and when the last call has ended.
 func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.Duration, fn op, progress io.Writer, cpu *cpuMeter) runResult {
 	var done atomic.Int64
 	samples := make([][]sample, concurrency)
@@ -67,9 +67,7 @@ func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.D
 	var cpuBefore map[string]time.Duration
 	sampled := make(chan struct{})
 	cpuTimer := time.AfterFunc(warmup, func() {
-		if cpu != nil {
-			cpuBefore = cpu.sample()
-		}
+		cpuBefore = cpu.sample()
 		close(sampled)
 	})
 	var wg sync.WaitGroup
@@ -107,10 +105,7 @@ func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.D
 		}
 	}()
 	wg.Wait()
-	var cpuAfter map[string]time.Duration
-	if cpu != nil {
-		cpuAfter = cpu.sample()
-	}
+	cpuAfter := cpu.sample()
 	if cpuTimer.Stop() { // every call ended before the measured part began
 		close(sampled)
 	}
@@ -127,9 +122,7 @@ func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.D
 		byRPC[s.rpc] = append(byRPC[s.rpc], s)
 	}
 	res := runResult{Workload: name, Concurrency: concurrency, Seconds: elapsed.Seconds(), Total: summarize("all", all, elapsed)}
-	if cpuAfter != nil {
-		res.CPUPerCall = perCall(cpuBefore, cpuAfter, len(all))
-	}
+	res.CPUPerCall = perCall(cpuBefore, cpuAfter, len(all))
 	for _, rpc := range slices.Sorted(maps.Keys(byRPC)) {
 		res.PerRPC = append(res.PerRPC, summarize(rpc, byRPC[rpc], elapsed))
 	}
