@@ -35,7 +35,10 @@ func freePort(t *testing.T) string {
 // on the same address: the caching client's revocation stream and cache
 // come back by themselves (no call of the application's), and no
 // acknowledged write is lost: every acknowledged create validates and every
-// acknowledged revocation stays revoked, through the cache too.
+// acknowledged revocation stays revoked, through the cache too. A
+// revocation that answered an error (sessiond killed between its EXEC and
+// its answer, say) may or may not have been applied: its session is
+// checked for neither.
 func TestSIGKILLUnderLoad(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -58,6 +61,7 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 	var (
 		mu              sync.Mutex
 		created         = map[string]bool{} // acknowledged creates: token → revoked (acknowledged)
+		unsure          = map[string]bool{} // tokens whose revocation failed: applied or not
 		firstOK         time.Time           // the first call that succeeded after the restart
 		restarted       time.Time
 		failed, revokes int
@@ -77,12 +81,16 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 				if err == nil {
 					_, err = cl.Validate(cctx, tok)
 				}
-				revoked := false
+				revoked, revokeFailed := false, false
 				if err == nil && i%3 == 0 {
 					revoked, err = cl.Revoke(cctx, tok)
+					revokeFailed = err != nil
 				}
 				ccancel()
 				mu.Lock()
+				if revokeFailed {
+					unsure[tok] = true
+				}
 				if tok != "" {
 					// A create that answered is acknowledged, whatever came after.
 					if _, seen := created[tok]; !seen || revoked {
@@ -128,23 +136,34 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 	// through the caching one.
 	fresh := sessionauthv1.NewSessionAuthorityClient(conn)
 	lost, resurrected := 0, 0
+	var why []string // the first answers of lost or resurrected sessions
 	mu.Lock()
 	defer mu.Unlock()
 	for tok, revoked := range created {
+		if unsure[tok] && !revoked {
+			continue
+		}
 		_, err := fresh.ValidateSession(ctx, &sessionauthv1.ValidateSessionRequest{Token: tok})
 		_, cerr := cl.Validate(ctx, tok)
+		bad := false
 		switch {
 		case revoked && (status.Code(err) != codes.Unauthenticated || status.Code(cerr) != codes.Unauthenticated):
 			resurrected++
+			bad = true
 		case !revoked && (err != nil || cerr != nil):
 			lost++
+			bad = true
+		}
+		if bad && len(why) < 3 {
+			why = append(why, fmt.Sprintf("revoked %v: ValidateSession %v, cached client %v", revoked, err, cerr))
 		}
 	}
 	if lost > 0 || resurrected > 0 {
-		t.Fatalf("of %d acknowledged creates (%d revoked): %d lost, %d revocations undone", len(created), revokes, lost, resurrected)
+		t.Fatalf("of %d acknowledged creates (%d revoked, %d with a revocation that failed, not checked): %d lost, %d revocations undone; %v",
+			len(created), revokes, len(unsure), lost, resurrected, why)
 	}
 	t.Logf("SIGKILL under load: restarted %v after the kill; first successful call %v after the restart, cache live again %v after it; "+
-		"%d calls failed meanwhile; %d acknowledged creates and %d revocations all intact",
+		"%d calls failed meanwhile; %d acknowledged creates and %d revocations all intact (%d revocations failed, not checked)",
 		restarted.Sub(killed).Round(time.Millisecond), firstOK.Sub(restarted).Round(time.Millisecond), cacheBack.Sub(restarted).Round(time.Millisecond),
-		failed, len(created), revokes)
+		failed, len(created), revokes, len(unsure))
 }
