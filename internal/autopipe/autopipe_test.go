@@ -262,3 +262,74 @@ func TestClusterNodeLossStaysWithItsKeys(t *testing.T) {
 	}
 	t.Logf("after the kill: %d reads as expected (live masters' keys read, the dead one's failed), %d live ones failed", ok.Load(), failed.Load())
 }
+
+// TestClusterFrozenNodeStaysWithItsKeys: on a Cluster with a master that
+// hangs (SIGSTOP: connected, answering nothing, as behind a partition),
+// batched reads of the other masters' keys go on while reads of the hung
+// master's keys wait in pipelines of their own. Reads of the hung master's
+// keys keep coming, so that every batch would hold some.
+func TestClusterFrozenNodeStaysWithItsKeys(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, 3, 0, "--cluster-require-full-coverage", "no")
+	// A read timeout far above the callers' deadlines: a pipeline to the hung
+	// master is held that long.
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), ContextTimeoutEnabled: true, MaxRetries: -1, ReadTimeout: 3 * time.Second, MaxRedirects: 1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	hung := cl.MasterOf("{t0}:k")
+	var live, dead []string
+	for i := range 300 {
+		k := fmt.Sprintf("{t%d}:k", i)
+		if err := rdb.HSet(ctx, k, "k", k).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if cl.MasterOf(k) == hung {
+			dead = append(dead, k)
+		} else {
+			live = append(live, k)
+		}
+	}
+	r := running(t, rdb, Config{})
+	hung.Freeze()
+	t.Cleanup(hung.Thaw) // before the Cluster stops: a stopped process ignores SIGTERM
+
+	read := func(k string) error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		m, err := r.HGetAll(cctx, k)
+		if err == nil && m["k"] != k {
+			err = fmt.Errorf("answered %v", m)
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	var answered, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := time.Now().Add(1500 * time.Millisecond)
+	for w := range 8 { // the hung master's keys
+		wg.Go(func() {
+			for i := w; time.Now().Before(stop); i = (i + 8) % len(dead) {
+				if err := read(dead[i]); err == nil {
+					t.Errorf("%s, on the hung master, answered", dead[i])
+				}
+			}
+		})
+	}
+	for w := range 24 { // the live masters' keys
+		wg.Go(func() {
+			for i := w; time.Now().Before(stop); i = (i + 24) % len(live) {
+				if err := read(live[i]); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("%s: %v", live[i], err))
+				} else {
+					answered.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 || answered.Load() == 0 {
+		t.Fatalf("with one master hung, %d reads of the live masters' keys failed (%d answered); the first: %v", failed.Load(), answered.Load(), firstErr.Load())
+	}
+	t.Logf("with one master hung: %d reads of the live masters' keys, all answered", answered.Load())
+}

@@ -3,6 +3,7 @@ package faulttest
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,5 +193,84 @@ func waitServing(t *testing.T, hc healthpb.HealthClient, hw *healthWatch, since 
 			return // the caller reports what hw saw
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestClusterMasterHangs freezes (SIGSTOP) the master of some users' slots
+// in a Redis Cluster of 3 masters, with cluster-require-full-coverage no: a
+// master that is connected but answers nothing, as behind a partition,
+// until the Cluster flags it. Validations from many callers at once, so
+// that their reads are batched (internal/autopipe): the other masters'
+// users keep validating, every call answered OK, while the hung master's
+// users get Unavailable or DeadlineExceeded at sessiond's request timeout.
+// The Redis read timeout (1s) is above the request timeout (500ms): a
+// pipeline that held reads of every master's keys would make the other
+// users' calls miss it.
+func TestClusterMasterHangs(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t, 3, 0, "--cluster-require-full-coverage", "no")
+	rdb := clusterClient(t, cl.Addrs(), time.Second)
+	c, _ := startSessiond(t, rdb, 500*time.Millisecond, 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	cutoffMaster := cl.MasterOf(keyPrefix + ":v1:cutoff") // every validation needs it: not the one to freeze
+	var victim *redistest.Server
+	var hung, live []string // tokens
+	for _, u := range users("hang-user", 48) {
+		resp, err := create(ctx, c, u)
+		if err != nil {
+			t.Fatalf("CreateSession(%s): %v", u, err)
+		}
+		m := cl.MasterOf(sessionKey(t, resp.GetSession().GetSessionId()))
+		if victim == nil && m != cutoffMaster {
+			victim = m
+		}
+		if m == victim {
+			hung = append(hung, resp.GetToken())
+		} else {
+			live = append(live, resp.GetToken())
+		}
+	}
+	if len(hung) == 0 || len(live) == 0 {
+		t.Fatalf("%d users on the master to freeze, %d on the others: want some of each", len(hung), len(live))
+	}
+	victim.Freeze()
+	t.Cleanup(victim.Thaw) // before the Cluster stops: a stopped process ignores SIGTERM
+	t.Logf("froze master %s: %d users on it, %d on the others", victim.Addr(), len(hung), len(live))
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	liveCodes, hungCodes := map[codes.Code]int{}, map[codes.Code]int{}
+	var slowestLive, slowestHung time.Duration
+	stop := time.Now().Add(2 * time.Second)
+	run := func(tokens []string, w, workers int, seen map[codes.Code]int, slowest *time.Duration) {
+		for i := w; time.Now().Before(stop) && ctx.Err() == nil; i = (i + workers) % len(tokens) {
+			start := time.Now()
+			code := validate(ctx, c, tokens[i])
+			took := time.Since(start)
+			mu.Lock()
+			seen[code]++
+			*slowest = max(*slowest, took)
+			mu.Unlock()
+		}
+	}
+	for w := range 8 {
+		wg.Go(func() { run(hung, w, 8, hungCodes, &slowestHung) })
+	}
+	for w := range 24 {
+		wg.Go(func() { run(live, w, 24, liveCodes, &slowestLive) })
+	}
+	wg.Wait()
+	t.Logf("while the master hung: other masters' users %v (slowest %v); its users %v (slowest %v)",
+		liveCodes, slowestLive.Round(time.Millisecond), hungCodes, slowestHung.Round(time.Millisecond))
+	if n := len(liveCodes); n != 1 || liveCodes[codes.OK] == 0 {
+		t.Errorf("the other masters' users' validations answered %v, want OK only", liveCodes)
+	}
+	for code := range hungCodes {
+		if code != codes.Unavailable && code != codes.DeadlineExceeded {
+			t.Errorf("the hung master's users' validations answered %v, want Unavailable or DeadlineExceeded only", hungCodes)
+			break
+		}
 	}
 }

@@ -96,8 +96,8 @@ type Config struct {
 	// DefaultReplicaAckTimeout (500ms).
 	ReplicaAckTimeout time.Duration
 	// ReadPipelines is how many pipelines of coalesced validation reads may
-	// be in flight at once while RunReads runs (internal/autopipe); 0
-	// means autopipe.DefaultLanes.
+	// be in flight at once to each Redis (each master of a Cluster) while
+	// RunReads runs (internal/autopipe); 0 means autopipe.DefaultLanes.
 	ReadPipelines int
 }
 
