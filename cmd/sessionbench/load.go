@@ -37,6 +37,9 @@ type runResult struct {
 	// WatchRetries: for create runs, sessiond's lost WATCH races over the
 	// run (nil when not read).
 	WatchRetries *watchCount `json:"watch_retries,omitempty"`
+	// Reads: for validate runs, how sessiond's reads went to Redis over the
+	// run (nil when not read).
+	Reads *readCount `json:"reads,omitempty"`
 	// CPUPerCall is the CPU time each process spent per call over the
 	// measured part of the run, in microseconds, by role (cpu.go), with
 	// their total.

@@ -250,56 +250,82 @@ func runSetup(ctx context.Context, cfg *benchConfig, setup, sessiondBin string) 
 	return sr, nil
 }
 
-// measure runs one workload at one concurrency; for create, it counts the
-// WATCH retries sessiond reports over the run (warm-up included, as are
-// the creates they are divided by).
+// measure runs one workload at one concurrency. From sessiond's /metrics
+// it counts, over the run (warm-up included, as are the calls they are
+// divided by): for create, the WATCH retries; for validate, how its reads
+// went to Redis (direct or in pipelines).
 func (b *bench) measure(ctx context.Context, w string, c int, cfg *benchConfig) runResult {
-	var before float64
+	var series []string
+	switch {
+	case b.env.adminAddr == "":
+	case w == "create":
+		series = []string{createRetriesSeries}
+	case w == "validate":
+		series = []string{directReadsSeries, pipelinedReadsSeries, readPipelinesSeries}
+	}
+	var before map[string]float64
 	var creates0 int64
-	count := w == "create" && b.env.adminAddr != ""
-	if count {
+	if series != nil {
 		var err error
-		if before, err = b.watchRetries(ctx); err != nil {
+		if before, err = b.scrape(ctx, series); err != nil {
 			fmt.Fprintln(os.Stderr, "sessionbench: reading sessiond's /metrics:", err)
-			count = false
+			series = nil
 		}
 		creates0 = b.creates.Load()
 	}
 	res := runLoad(ctx, w, c, cfg.warmup, cfg.duration, b.op(w), os.Stderr, &b.env.cpu)
-	if count {
-		if after, err := b.watchRetries(ctx); err == nil {
-			res.WatchRetries = &watchCount{Retries: int64(after - before), Creates: b.creates.Load() - creates0}
-		} else {
+	if series != nil {
+		after, err := b.scrape(ctx, series)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "sessionbench: reading sessiond's /metrics:", err)
+			return res
+		}
+		delta := func(series string) int64 { return int64(after[series] - before[series]) }
+		if w == "create" {
+			res.WatchRetries = &watchCount{Retries: delta(createRetriesSeries), Creates: b.creates.Load() - creates0}
+		} else {
+			res.Reads = &readCount{Direct: delta(directReadsSeries), Pipelined: delta(pipelinedReadsSeries), Pipelines: delta(readPipelinesSeries)}
 		}
 	}
 	return res
 }
 
-// watchRetries reads sessiond_store_watch_retries_total{operation="create"}
-// from sessiond's /metrics (0 while it has none).
-func (b *bench) watchRetries(ctx context.Context) (float64, error) {
+// The series of sessiond's /metrics that measure reads.
+const (
+	createRetriesSeries  = `sessiond_store_watch_retries_total{operation="create"}`
+	directReadsSeries    = `sessiond_store_validation_reads_total{path="direct"}`
+	pipelinedReadsSeries = `sessiond_store_validation_reads_total{path="pipelined"}`
+	readPipelinesSeries  = `sessiond_store_validation_read_pipelines_total`
+)
+
+// scrape reads the values of series from sessiond's /metrics (0 for one it
+// does not have yet).
+func (b *bench) scrape(ctx context.Context, series []string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.env.adminAddr+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("/metrics: %s", resp.Status)
+		return nil, fmt.Errorf("/metrics: %s", resp.Status)
 	}
-	const series = `sessiond_store_watch_retries_total{operation="create"} `
+	out := make(map[string]float64, len(series))
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series); ok {
-			return strconv.ParseFloat(strings.Fields(v)[0], 64)
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !slices.Contains(series, name) {
+			continue
+		}
+		if out[name], err = strconv.ParseFloat(strings.Fields(value)[0], 64); err != nil {
+			return nil, fmt.Errorf("/metrics: %s: %w", name, err)
 		}
 	}
-	return 0, sc.Err()
+	return out, sc.Err()
 }
 
 // loadAvg is the machine's load average (1, 5 and 15 minutes), or "?".

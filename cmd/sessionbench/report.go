@@ -49,6 +49,13 @@ type watchCount struct {
 	Creates int64 `json:"creates"` // CreateSession calls that succeeded over the run
 }
 
+// readCount is what sessiond's /metrics said about one validate run's reads.
+type readCount struct {
+	Direct    int64 `json:"direct"`    // sessiond_store_validation_reads_total{path="direct"} over the run
+	Pipelined int64 `json:"pipelined"` // ...{path="pipelined"}
+	Pipelines int64 `json:"pipelines"` // sessiond_store_validation_read_pipelines_total
+}
+
 // ratioDefs: name, numerator workload, denominator workload, and whether it
 // compares p99 latency instead of throughput.
 var ratioDefs = []struct {
@@ -69,8 +76,14 @@ var ratioDefs = []struct {
 	{"create/grpc-create-tx throughput", "create", "grpc-create-tx", false},
 }
 
-// retriesRatio is the name of the WATCH retries per create among the ratios.
-const retriesRatio = "create WATCH retries per create"
+// The names of the counts among the ratios: WATCH retries per create, the
+// share of validate's reads sent on their own, and its pipelined reads per
+// pipeline.
+const (
+	retriesRatio     = "create WATCH retries per create"
+	directReadsRatio = "validate reads sent direct"
+	batchRatio       = "validate reads per pipeline"
+)
 
 func newReport(cfg *benchConfig) *report {
 	return &report{
@@ -109,6 +122,21 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 		}
 		if wc.Creates > 0 {
 			s.Ratios[fmt.Sprintf("%s @%d", retriesRatio, c)] = float64(wc.Retries) / float64(wc.Creates)
+		}
+		// validate's reads: over every validate run at c.
+		var rc readCount
+		for _, run := range s.Runs {
+			if run.Workload == "validate" && run.Concurrency == c && run.Reads != nil {
+				rc.Direct += run.Reads.Direct
+				rc.Pipelined += run.Reads.Pipelined
+				rc.Pipelines += run.Reads.Pipelines
+			}
+		}
+		if n := rc.Direct + rc.Pipelined; n > 0 {
+			s.Ratios[fmt.Sprintf("%s @%d", directReadsRatio, c)] = float64(rc.Direct) / float64(n)
+		}
+		if rc.Pipelines > 0 {
+			s.Ratios[fmt.Sprintf("%s @%d", batchRatio, c)] = float64(rc.Pipelined) / float64(rc.Pipelines)
 		}
 	}
 }
@@ -310,7 +338,7 @@ func (r *report) ratioNames() []string {
 	for _, d := range ratioDefs {
 		names = append(names, d.name)
 	}
-	names = append(names, retriesRatio)
+	names = append(names, retriesRatio, directReadsRatio, batchRatio)
 	var out []string
 	for _, n := range names {
 		for _, s := range r.Setups {

@@ -33,3 +33,25 @@ func TestPairedRatioPairsEachRoundsRuns(t *testing.T) {
 		t.Errorf("ratio to a workload that did not run = %v, want none", got)
 	}
 }
+
+func TestSummarizeCountsValidateReads(t *testing.T) {
+	cfg := &benchConfig{concurrency: []int{1, 16}, workloads: []string{"validate"}}
+	s := &setupReport{Runs: []runResult{
+		{Workload: "validate", Concurrency: 1, Reads: &readCount{Direct: 1000}},
+		{Workload: "validate", Concurrency: 16, Reads: &readCount{Direct: 100, Pipelined: 700, Pipelines: 200}},
+		{Workload: "validate", Concurrency: 16, Reads: &readCount{Direct: 100, Pipelined: 1100, Pipelines: 200}},
+	}}
+	s.summarize(cfg)
+	for name, want := range map[string]float64{
+		directReadsRatio + " @1":  1,
+		directReadsRatio + " @16": 200.0 / 2000,
+		batchRatio + " @16":       1800.0 / 400,
+	} {
+		if got, ok := s.Ratios[name]; !ok || math.Abs(got-want) > 1e-9 {
+			t.Errorf("%s = %v, %v; want %v", name, got, ok, want)
+		}
+	}
+	if got, ok := s.Ratios[batchRatio+" @1"]; ok {
+		t.Errorf("%s @1 = %v with no pipeline, want none", batchRatio, got)
+	}
+}

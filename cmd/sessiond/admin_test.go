@@ -142,6 +142,10 @@ func TestAdminEndpoints(t *testing.T) {
 		`sessiond_redis_pool_connections{pool="main"}`,
 		`sessiond_redis_pool_idle_connections{pool="main"}`,
 		`sessiond_redis_pool_stale_connections_total{pool="main"}`,
+		// One caller at a time: every validation's read went on its own.
+		`sessiond_store_validation_reads_total{path="direct"} 3`,
+		`sessiond_store_validation_reads_total{path="pipelined"} 0`,
+		"sessiond_store_validation_read_pipelines_total 0",
 		"sessiond_revocation_watchers 1",
 		"sessiond_revocation_subscription_up 1",
 		"sessiond_revocation_events_total 1",

@@ -81,7 +81,24 @@ type Reader struct {
 	pruneAt int        // ngroups at which idle groups are dropped
 	lanesWG sync.WaitGroup
 
+	direct, batched, pipelines atomic.Uint64 // Stats
+
 	pool sync.Pool // of *read
+}
+
+// Stats counts a Reader's reads since New.
+type Stats struct {
+	// Direct is the reads sent on their own: by a caller that found no other
+	// read in flight to its Redis (or its queue full), or while Run was not
+	// running.
+	Direct uint64
+	// Batched is the reads sent in pipelines, and Pipelines the pipelines.
+	Batched, Pipelines uint64
+}
+
+// Stats returns the Reader's counts so far.
+func (r *Reader) Stats() Stats {
+	return Stats{Direct: r.direct.Load(), Batched: r.batched.Load(), Pipelines: r.pipelines.Load()}
 }
 
 // group is the queue of the reads of one Redis, and its lanes.
@@ -170,7 +187,7 @@ func (r *Reader) HGetAll(ctx context.Context, key string) (map[string]string, er
 			break // Run has ended
 		}
 		if g.inflight.CompareAndSwap(0, 1) { // nothing else in flight: no batching to wait for
-			m, err := r.rdb.HGetAll(ctx, key).Result()
+			m, err := r.readDirect(ctx, key)
 			g.inflight.Add(-1)
 			return m, err
 		}
@@ -182,7 +199,7 @@ func (r *Reader) HGetAll(ctx context.Context, key string) (map[string]string, er
 			continue // dropped as idle just now: its master's new group
 		case queueFull:
 			r.pool.Put(rd)
-			return r.rdb.HGetAll(ctx, key).Result()
+			return r.readDirect(ctx, key)
 		}
 		select {
 		case <-rd.done:
@@ -196,6 +213,12 @@ func (r *Reader) HGetAll(ctx context.Context, key string) (map[string]string, er
 			return nil, ctx.Err()
 		}
 	}
+	return r.readDirect(ctx, key)
+}
+
+// readDirect reads key on its own, under the caller's ctx.
+func (r *Reader) readDirect(ctx context.Context, key string) (map[string]string, error) {
+	r.direct.Add(1)
 	return r.rdb.HGetAll(ctx, key).Result()
 }
 
@@ -313,6 +336,8 @@ func (r *Reader) lane(g *group) {
 
 		r.send(batch, cmds)
 		g.inflight.Add(-1)
+		r.batched.Add(uint64(len(batch)))
+		r.pipelines.Add(1)
 		g.mu.Lock()
 	}
 }

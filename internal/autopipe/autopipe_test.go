@@ -120,6 +120,12 @@ func TestEachCallerGetsItsOwnReply(t *testing.T) {
 	if p == 0 || float64(piped)/float64(p) < 2 {
 		t.Errorf("64 callers at once made %d pipelines of %d reads: no batching", p, piped)
 	}
+	// Every call is counted once, as direct or batched (the hook, as go-redis
+	// sent them; go-redis retries nothing here).
+	const calls = 64 * (20_000/64 + (20_000/64+49)/50) // each caller's reads, and its reads of "string"
+	if st := r.Stats(); st.Direct+st.Batched != calls || st.Batched != uint64(piped) || st.Pipelines != uint64(p) || st.Direct != uint64(single) {
+		t.Errorf("Stats() = %+v; the test made %d calls, and go-redis sent %d direct, %d in %d pipelines", st, calls, single, piped, p)
+	}
 }
 
 // TestOneCallerReadsDirectly: alone, a caller's reads are plain HGETALLs
@@ -138,6 +144,9 @@ func TestOneCallerReadsDirectly(t *testing.T) {
 	}
 	if p, s := counted.pipelines.Load(), counted.single.Load(); p != 0 || s != 200 {
 		t.Fatalf("one caller's 200 reads: %d pipelines, %d direct; want all direct", p, s)
+	}
+	if st := r.Stats(); st != (Stats{Direct: 200}) {
+		t.Fatalf("Stats() = %+v after one caller's 200 reads, want 200 direct", st)
 	}
 }
 

@@ -202,7 +202,7 @@ func run(ctx context.Context, cfg Config, wrap func(server.Store) server.Store) 
 	}
 	var own []prometheus.Collector
 	if metrics != nil {
-		own = append([]prometheus.Collector{metrics, undecodable, newRetriesCollector(sessions.WatchRetries)}, faMetrics.collectors()...)
+		own = append([]prometheus.Collector{metrics, undecodable, newRetriesCollector(sessions.WatchRetries), newReadsCollector(sessions.ReadStats)}, faMetrics.collectors()...)
 	}
 	adm, err := newAdmin(cfg.AdminListen, own, rdb, hs, log)
 	if err != nil {

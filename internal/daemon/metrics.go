@@ -4,6 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/sessiond/sessiond/server/store"
 )
 
 // newRegistry returns the registry /metrics serves: a dedicated one (not
@@ -109,4 +111,37 @@ func (c *retriesCollector) Collect(ch chan<- prometheus.Metric) {
 	for op, n := range c.retries() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(n), op)
 	}
+}
+
+// readsCollector exports how the validations' reads went to Redis
+// (store.ReadStats, read at each scrape): sessiond_store_validation_reads_total
+// by path (direct: on their own; pipelined: in a shared pipeline) and
+// sessiond_store_validation_read_pipelines_total. Pipelined reads over
+// pipelines is the mean batch.
+type readsCollector struct {
+	stats            func() store.ReadStats
+	reads, pipelines *prometheus.Desc
+}
+
+func newReadsCollector(stats func() store.ReadStats) *readsCollector {
+	return &readsCollector{
+		stats: stats,
+		reads: prometheus.NewDesc("sessiond_store_validation_reads_total",
+			"Reads of a session by validations (ValidateSession, ext_authz, forward auth), by path: direct (sent on its own, when no other read was in flight to its Redis) or pipelined (sent in a pipeline shared with concurrent validations).",
+			[]string{"path"}, nil),
+		pipelines: prometheus.NewDesc("sessiond_store_validation_read_pipelines_total",
+			"Pipelines of concurrent validations' reads sent to Redis; pipelined reads over pipelines is the mean batch.",
+			nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *readsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.reads; ch <- c.pipelines }
+
+// Collect implements prometheus.Collector.
+func (c *readsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.reads, prometheus.CounterValue, float64(s.Direct), "direct")
+	ch <- prometheus.MustNewConstMetric(c.reads, prometheus.CounterValue, float64(s.Batched), "pipelined")
+	ch <- prometheus.MustNewConstMetric(c.pipelines, prometheus.CounterValue, float64(s.Pipelines))
 }
