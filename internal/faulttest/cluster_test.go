@@ -202,7 +202,8 @@ func waitServing(t *testing.T, hc healthpb.HealthClient, hw *healthWatch, since 
 // until the Cluster flags it. Validations from many callers at once, so
 // that their reads are batched (internal/autopipe): the other masters'
 // users keep validating, every call answered OK, while the hung master's
-// users get Unavailable or DeadlineExceeded at sessiond's request timeout.
+// users get Unavailable or DeadlineExceeded at sessiond's request timeout,
+// and readiness stays SERVING.
 // The Redis read timeout (1s) is above the request timeout (500ms): a
 // pipeline that held reads of every master's keys would make the other
 // users' calls miss it.
@@ -210,7 +211,8 @@ func TestClusterMasterHangs(t *testing.T) {
 	t.Parallel()
 	cl := redistest.StartCluster(t, 3, 0, "--cluster-require-full-coverage", "no")
 	rdb := clusterClient(t, cl.Addrs(), time.Second)
-	c, _ := startSessiond(t, rdb, 500*time.Millisecond, 100*time.Millisecond)
+	c, d := startSessiond(t, rdb, 500*time.Millisecond, 100*time.Millisecond)
+	hw := watchHealth(t, healthpb.NewHealthClient(d.Conn))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -235,6 +237,8 @@ func TestClusterMasterHangs(t *testing.T) {
 	if len(hung) == 0 || len(live) == 0 {
 		t.Fatalf("%d users on the master to freeze, %d on the others: want some of each", len(hung), len(live))
 	}
+	hw.wait(t, healthpb.HealthCheckResponse_SERVING, time.Time{})
+	fault := time.Now()
 	victim.Freeze()
 	t.Cleanup(victim.Thaw) // before the Cluster stops: a stopped process ignores SIGTERM
 	t.Logf("froze master %s: %d users on it, %d on the others", victim.Addr(), len(hung), len(live))
@@ -266,6 +270,12 @@ func TestClusterMasterHangs(t *testing.T) {
 		liveCodes, slowestLive.Round(time.Millisecond), hungCodes, slowestHung.Round(time.Millisecond))
 	if n := len(liveCodes); n != 1 || liveCodes[codes.OK] == 0 {
 		t.Errorf("the other masters' users' validations answered %v, want OK only", liveCodes)
+	}
+	// Readiness: SERVING while any master answers (store.Ping), a hung one
+	// as a killed one; sessiond's replicas must not all leave the load
+	// balancer because one master of three hangs.
+	if n, _ := hw.after(fault); n > 0 {
+		t.Errorf("health turned NOT_SERVING %d times while one master of three hung", n)
 	}
 	for code := range hungCodes {
 		if code != codes.Unavailable && code != codes.DeadlineExceeded {

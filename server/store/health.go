@@ -29,16 +29,21 @@ import (
 // refuses writes, or has too few replicas, makes this store not ready, as
 // does the cutoff's master not answering.
 func (s *Store) Ping(ctx context.Context) error {
-	masters, err := s.masters(ctx)
+	masters, err := s.pingMasters(ctx)
 	if err != nil {
 		return err
 	}
 	var (
-		mu       sync.Mutex
-		answered int
-		firstErr error
-		wg       sync.WaitGroup
+		mu        sync.Mutex
+		answered  int
+		firstErr  error
+		cutoffErr error
+		wg        sync.WaitGroup
 	)
+	// The cutoff is read beside the checks, not after them: a master that
+	// hangs holds its check to ctx's deadline, which must not leave the
+	// cutoff's read no time.
+	wg.Go(func() { cutoffErr = s.RefreshCutoff(ctx) })
 	for _, m := range masters {
 		wg.Go(func() {
 			answers, err := s.checkMaster(ctx, m)
@@ -62,7 +67,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	case firstErr != nil && !isTransport(firstErr):
 		return firstErr
 	}
-	return s.RefreshCutoff(ctx)
+	return cutoffErr
 }
 
 // isTransport reports whether err is a master not answering (tolerated on a
@@ -124,16 +129,45 @@ type master struct {
 // probeTag is the tag of the probe key outside a Cluster.
 var probeTag = tag{'p', 'r', 'o', 'b'}
 
-// masters returns the masters to check or walk, in the order of their
-// lowest slot: one outside a Cluster.
+// masters returns the masters to walk, in the order of their lowest slot:
+// one outside a Cluster. On a Cluster whose masters are changing (the slot
+// map a master answers names a master go-redis does not route those slots
+// to yet), it fails: retry.
 func (s *Store) masters(ctx context.Context) ([]master, error) {
+	out, changing, err := s.clusterMasters(ctx)
+	if err == nil && changing > 0 {
+		err = wrapErr(ctx, "cluster masters", errors.New("the Cluster's masters changed while they were listed; retry"))
+	}
+	return out, err
+}
+
+// pingMasters is masters for the health check: the masters of slots that
+// are changing hands are left out of this check (go-redis is asked to
+// reload its slot map), so that a failover does not make readiness flap
+// more than the calls do.
+func (s *Store) pingMasters(ctx context.Context) ([]master, error) {
+	out, _, err := s.clusterMasters(ctx)
+	return out, err
+}
+
+// clusterMasters returns the masters whose slots go-redis routes as a
+// master says (in the order of their lowest slot; the one master outside a
+// Cluster), and how many masters it left out because they do not.
+//
+// Nothing in it waits on one node: the slot map is asked of every master
+// known from the last call at once, the first answer taken (a master that
+// hangs, as behind a partition, would otherwise hold a call asked of it to
+// ctx's deadline), and each master's client comes from go-redis' cached
+// slot map (its ForEachMaster would reload the map first, asking the nodes
+// one at a time).
+func (s *Store) clusterMasters(ctx context.Context) (out []master, changing int, err error) {
 	cc, ok := s.rdb.(*redis.ClusterClient)
 	if !ok {
-		return []master{{c: s.rdb, probeTag: probeTag}}, nil
+		return []master{{c: s.rdb, probeTag: probeTag}}, 0, nil
 	}
-	slots, err := cc.ClusterSlots(ctx).Result()
+	slots, err := s.clusterSlots(ctx, cc)
 	if err != nil {
-		return nil, wrapErr(ctx, "cluster slots", err)
+		return nil, 0, wrapErr(ctx, "cluster slots", err)
 	}
 	ranges := map[string][][2]int{} // master address → its slot ranges
 	for _, r := range slots {
@@ -141,34 +175,59 @@ func (s *Store) masters(ctx context.Context) ([]master, error) {
 			ranges[r.Nodes[0].Addr] = append(ranges[r.Nodes[0].Addr], [2]int{r.Start, r.End})
 		}
 	}
-	var (
-		mu  sync.Mutex
-		out []master
-	)
-	err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-		addr := c.Options().Addr
-		rs, ok := ranges[addr]
-		if !ok {
-			return nil
-		}
-		m := master{addr: addr, c: c, lowest: 16384}
+	for addr, rs := range ranges {
+		m := master{addr: addr, lowest: 16384, probeTag: tagInSlots(rs)}
 		for _, r := range rs {
 			m.lowest = min(m.lowest, r[0])
 		}
-		m.probeTag = tagInSlots(rs)
-		mu.Lock()
+		c, err := cc.MasterForKey(ctx, s.keyBase(m.probeTag)+"probe")
+		if err != nil || c.Options().Addr != addr {
+			changing++
+			continue
+		}
+		m.c = c
 		out = append(out, m)
-		mu.Unlock()
-		return nil
-	})
-	if err != nil {
-		return nil, wrapErr(ctx, "cluster masters", err)
 	}
-	if len(out) != len(ranges) {
-		return nil, wrapErr(ctx, "cluster masters", errors.New("the Cluster's masters changed while they were listed; retry"))
+	if changing > 0 {
+		cc.ReloadState(ctx)
 	}
 	slices.SortFunc(out, func(a, b master) int { return a.lowest - b.lowest })
-	return out, nil
+	s.known.Store(&out)
+	return out, changing, nil
+}
+
+// clusterSlots asks the slot map (CLUSTER SLOTS) of every master the last
+// clusterMasters found, at once, and returns the first answer; before
+// there is a last one, of any node.
+func (s *Store) clusterSlots(ctx context.Context, cc *redis.ClusterClient) ([]redis.ClusterSlot, error) {
+	known := s.known.Load()
+	if known == nil || len(*known) == 0 {
+		return cc.ClusterSlots(ctx).Result()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the others stop waiting (a hung one at ctx's deadline)
+	type answer struct {
+		slots []redis.ClusterSlot
+		err   error
+	}
+	answers := make(chan answer, len(*known))
+	for _, m := range *known {
+		go func() {
+			slots, err := m.c.ClusterSlots(ctx).Result()
+			answers <- answer{slots, err}
+		}()
+	}
+	var firstErr error
+	for range *known {
+		a := <-answers
+		if a.err == nil {
+			return a.slots, nil
+		}
+		if firstErr == nil {
+			firstErr = a.err
+		}
+	}
+	return nil, firstErr
 }
 
 // tagInSlots returns a tag whose keys hash to one of the slot ranges (the

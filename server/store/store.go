@@ -117,8 +117,9 @@ type Store struct {
 	minAcks       int
 	ackTimeout    time.Duration
 	pageKey       pageKeyCache
-	reads         *autopipe.Reader // the validations' reads (Get)
-	retries       sync.Map         // op → *atomic.Uint64: WATCH races lost and retried
+	reads         *autopipe.Reader         // the validations' reads (Get)
+	retries       sync.Map                 // op → *atomic.Uint64: WATCH races lost and retried
+	known         atomic.Pointer[[]master] // a Cluster's masters as clusterMasters last found them
 }
 
 // New returns a store over rdb. It does no I/O.
