@@ -198,7 +198,7 @@ func (s *Store) clusterMasters(ctx context.Context) (out []master, changing int,
 
 // clusterSlots asks the slot map (CLUSTER SLOTS) of every master the last
 // clusterMasters found, at once, and returns the first answer; before
-// there is a last one, of any node.
+// there is a last one, or when none of them answers, of any node.
 func (s *Store) clusterSlots(ctx context.Context, cc *redis.ClusterClient) ([]redis.ClusterSlot, error) {
 	known := s.known.Load()
 	if known == nil || len(*known) == 0 {
@@ -217,17 +217,14 @@ func (s *Store) clusterSlots(ctx context.Context, cc *redis.ClusterClient) ([]re
 			answers <- answer{slots, err}
 		}()
 	}
-	var firstErr error
 	for range *known {
-		a := <-answers
-		if a.err == nil {
+		if a := <-answers; a.err == nil {
 			return a.slots, nil
 		}
-		if firstErr == nil {
-			firstErr = a.err
-		}
 	}
-	return nil, firstErr
+	// None answered: perhaps they are all gone (every master replaced at
+	// once); go-redis knows the nodes it has seen since.
+	return cc.ClusterSlots(ctx).Result()
 }
 
 // tagInSlots returns a tag whose keys hash to one of the slot ranges (the
