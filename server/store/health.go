@@ -29,7 +29,10 @@ import (
 // refuses writes, or has too few replicas, makes this store not ready, as
 // does the cutoff's master not answering.
 func (s *Store) Ping(ctx context.Context) error {
-	masters, err := s.pingMasters(ctx)
+	// The masters of slots that are changing hands are left out of this
+	// check (go-redis is asked to reload its slot map), so that a failover
+	// does not make readiness flap more than the calls do.
+	masters, _, err := s.clusterMasters(ctx)
 	if err != nil {
 		return err
 	}
@@ -138,15 +141,6 @@ func (s *Store) masters(ctx context.Context) ([]master, error) {
 	if err == nil && changing > 0 {
 		err = wrapErr(ctx, "cluster masters", errors.New("the Cluster's masters changed while they were listed; retry"))
 	}
-	return out, err
-}
-
-// pingMasters is masters for the health check: the masters of slots that
-// are changing hands are left out of this check (go-redis is asked to
-// reload its slot map), so that a failover does not make readiness flap
-// more than the calls do.
-func (s *Store) pingMasters(ctx context.Context) ([]master, error) {
-	out, _, err := s.clusterMasters(ctx)
 	return out, err
 }
 
