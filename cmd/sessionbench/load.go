@@ -40,6 +40,9 @@ type runResult struct {
 	// Reads: for validate runs, how sessiond's reads went to Redis over the
 	// run (nil when not read).
 	Reads *readCount `json:"reads,omitempty"`
+	// CacheMisses: for protected-cache runs, the calls that the client
+	// cache did not answer (nil when not read).
+	CacheMisses *missCount `json:"cache_misses,omitempty"`
 	// CPUPerCall is the CPU time each process spent per call over the
 	// measured part of the run, in microseconds, by role (cpu.go), with
 	// their total.

@@ -253,7 +253,9 @@ func runSetup(ctx context.Context, cfg *benchConfig, setup, sessiondBin string) 
 // measure runs one workload at one concurrency. From sessiond's /metrics
 // it counts, over the run (warm-up included, as are the calls they are
 // divided by): for create, the WATCH retries; for validate, how its reads
-// went to Redis (direct or in pipelines).
+// went to Redis (direct or in pipelines); for protected-cache, the
+// validations that reached sessiond (the client cache's misses), after
+// warming the cache.
 func (b *bench) measure(ctx context.Context, w string, c int, cfg *benchConfig) runResult {
 	var series []string
 	switch {
@@ -263,15 +265,25 @@ func (b *bench) measure(ctx context.Context, w string, c int, cfg *benchConfig) 
 	case w == "validate":
 		series = []string{directReadsSeries, pipelinedReadsSeries, readPipelinesSeries}
 	}
+	if w == "protected-cache" {
+		// The cache holds a session from its first validation for its TTL
+		// (a minute): longer than a run, shorter than a round. Without this,
+		// each run would begin with a cold cache, and at one caller the
+		// warm-up does not reach every token.
+		if err := b.warmCache(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "sessionbench: warming the client cache:", err)
+		}
+		series = []string{validationsSeries}
+	}
 	var before map[string]float64
-	var creates0 int64
+	var creates0, cached0 int64
 	if series != nil {
 		var err error
 		if before, err = b.scrape(ctx, series); err != nil {
 			fmt.Fprintln(os.Stderr, "sessionbench: reading sessiond's /metrics:", err)
 			series = nil
 		}
-		creates0 = b.creates.Load()
+		creates0, cached0 = b.creates.Load(), b.cachedCalls.Load()
 	}
 	res := runLoad(ctx, w, c, cfg.warmup, cfg.duration, b.op(w), os.Stderr, &b.env.cpu)
 	if series != nil {
@@ -281,13 +293,44 @@ func (b *bench) measure(ctx context.Context, w string, c int, cfg *benchConfig) 
 			return res
 		}
 		delta := func(series string) int64 { return int64(after[series] - before[series]) }
-		if w == "create" {
+		switch w {
+		case "create":
 			res.WatchRetries = &watchCount{Retries: delta(createRetriesSeries), Creates: b.creates.Load() - creates0}
-		} else {
+		case "validate":
 			res.Reads = &readCount{Direct: delta(directReadsSeries), Pipelined: delta(pipelinedReadsSeries), Pipelines: delta(readPipelinesSeries)}
+		case "protected-cache":
+			if _, ok := after[validationsSeries]; !ok {
+				fmt.Fprintln(os.Stderr, "sessionbench: sessiond's /metrics has no", validationsSeries)
+				return res
+			}
+			res.CacheMisses = &missCount{Validations: delta(validationsSeries), Calls: b.cachedCalls.Load() - cached0}
 		}
 	}
 	return res
+}
+
+// warmCache makes one protected call with every token through the service
+// with the client cache, 8 at a time, so that the cache holds every session
+// the protected-cache workload presents.
+func (b *bench) warmCache(ctx context.Context) error {
+	var (
+		next atomic.Int64
+		wg   sync.WaitGroup
+		errs = make([]error, 8)
+	)
+	for w := range errs {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(b.tokens); i = int(next.Add(1)) - 1 {
+				octx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+b.tokens[i])
+				if err := invoke(octx, b.cachedApp, "/"+appService+"/Echo", "hi"); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // The series of sessiond's /metrics that measure reads.
@@ -296,6 +339,9 @@ const (
 	directReadsSeries    = `sessiond_store_validation_reads_total{path="direct"}`
 	pipelinedReadsSeries = `sessiond_store_validation_reads_total{path="pipelined"}`
 	readPipelinesSeries  = `sessiond_store_validation_read_pipelines_total`
+	// The ValidateSession calls sessiond began: during protected-cache, the
+	// client cache's misses.
+	validationsSeries = `grpc_server_started_total{grpc_method="ValidateSession",grpc_service="sessionauth.v1.SessionAuthority",grpc_type="unary"}`
 )
 
 // scrape reads the values of series from sessiond's /metrics (0 for one it
@@ -350,7 +396,8 @@ type bench struct {
 	faURL    string       // the forward-auth endpoint; "" without a listener
 	faClient *http.Client // HTTP/1.1 keep-alive, a connection a caller
 
-	creates atomic.Int64 // CreateSession calls that succeeded, warm-ups included
+	creates     atomic.Int64 // CreateSession calls that succeeded, warm-ups included
+	cachedCalls atomic.Int64 // protected-cache calls, warm-ups included
 	// createSeq numbers the creates of the whole bench: each goes to the
 	// next of createUsers users in turn, so a user reaches the per-user cap
 	// (and the create path that evicts) only after createUsers × the cap
@@ -538,7 +585,11 @@ func (b *bench) op(workload string) op {
 	case "protected":
 		return b.app(b.protectedApp)
 	case "protected-cache":
-		return b.app(b.cachedApp)
+		call := b.app(b.cachedApp)
+		return func(ctx context.Context, w, i int) (string, error) {
+			b.cachedCalls.Add(1)
+			return call(ctx, w, i)
+		}
 	}
 	panic("unknown workload " + workload) // the flag check lists them all
 }

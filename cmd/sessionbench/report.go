@@ -56,6 +56,12 @@ type readCount struct {
 	Pipelines int64 `json:"pipelines"` // sessiond_store_validation_read_pipelines_total
 }
 
+// missCount is what sessiond's /metrics said about one protected-cache run.
+type missCount struct {
+	Validations int64 `json:"validations"` // ValidateSession calls sessiond began over the run
+	Calls       int64 `json:"calls"`       // protected-cache calls over the run
+}
+
 // ratioDefs: name, numerator workload, denominator workload, and whether it
 // compares p99 latency instead of throughput.
 var ratioDefs = []struct {
@@ -77,12 +83,14 @@ var ratioDefs = []struct {
 }
 
 // The names of the counts among the ratios: WATCH retries per create, the
-// share of validate's reads sent on their own, and its pipelined reads per
-// pipeline.
+// share of validate's reads sent on their own, its pipelined reads per
+// pipeline, and the share of protected-cache's calls that the client cache
+// did not answer.
 const (
 	retriesRatio     = "create WATCH retries per create"
 	directReadsRatio = "validate reads sent direct"
 	batchRatio       = "validate reads per pipeline"
+	missRatio        = "protected-cache calls sent to sessiond"
 )
 
 func newReport(cfg *benchConfig) *report {
@@ -137,6 +145,17 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 		}
 		if rc.Pipelines > 0 {
 			s.Ratios[fmt.Sprintf("%s @%d", batchRatio, c)] = float64(rc.Pipelined) / float64(rc.Pipelines)
+		}
+		// protected-cache's misses: over every protected-cache run at c.
+		var mc missCount
+		for _, run := range s.Runs {
+			if run.Workload == "protected-cache" && run.Concurrency == c && run.CacheMisses != nil {
+				mc.Validations += run.CacheMisses.Validations
+				mc.Calls += run.CacheMisses.Calls
+			}
+		}
+		if mc.Calls > 0 {
+			s.Ratios[fmt.Sprintf("%s @%d", missRatio, c)] = float64(mc.Validations) / float64(mc.Calls)
 		}
 	}
 }
@@ -338,7 +357,7 @@ func (r *report) ratioNames() []string {
 	for _, d := range ratioDefs {
 		names = append(names, d.name)
 	}
-	names = append(names, retriesRatio, directReadsRatio, batchRatio)
+	names = append(names, retriesRatio, directReadsRatio, batchRatio, missRatio)
 	var out []string
 	for _, n := range names {
 		for _, s := range r.Setups {

@@ -55,3 +55,18 @@ func TestSummarizeCountsValidateReads(t *testing.T) {
 		t.Errorf("%s @1 = %v with no pipeline, want none", batchRatio, got)
 	}
 }
+
+func TestSummarizeCountsCacheMisses(t *testing.T) {
+	cfg := &benchConfig{concurrency: []int{1, 16}, workloads: []string{"protected-cache"}}
+	s := &setupReport{Runs: []runResult{
+		{Workload: "protected-cache", Concurrency: 1, CacheMisses: &missCount{Validations: 0, Calls: 5000}},
+		{Workload: "protected-cache", Concurrency: 16, CacheMisses: &missCount{Validations: 30, Calls: 20000}},
+		{Workload: "protected-cache", Concurrency: 16, CacheMisses: &missCount{Validations: 10, Calls: 20000}},
+	}}
+	s.summarize(cfg)
+	for name, want := range map[string]float64{missRatio + " @1": 0, missRatio + " @16": 40.0 / 40000} {
+		if got, ok := s.Ratios[name]; !ok || math.Abs(got-want) > 1e-12 {
+			t.Errorf("%s = %v, %v; want %v", name, got, ok, want)
+		}
+	}
+}
