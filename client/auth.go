@@ -251,8 +251,29 @@ func ContextWithToken(ctx context.Context, token string) context.Context {
 	return context.WithValue(ctx, tokenCtxKey{}, token)
 }
 
+// withSession returns ctx carrying the session an interceptor validated and
+// its token, as SessionFromContext and ContextWithToken's do.
 func withSession(ctx context.Context, s *Session, token string) context.Context {
-	return context.WithValue(ContextWithToken(ctx, token), sessionCtxKey{}, s)
+	return &sessionContext{Context: ctx, session: s, token: token}
+}
+
+// sessionContext is withSession's context: one value node for both the
+// session and the token, where context.WithValue would need two and a copy
+// of the token as an interface (three allocations on every protected call).
+type sessionContext struct {
+	context.Context
+	session *Session
+	token   string
+}
+
+func (c *sessionContext) Value(key any) any {
+	switch key.(type) {
+	case sessionCtxKey:
+		return c.session
+	case tokenCtxKey:
+		return c.token
+	}
+	return c.Context.Value(key)
 }
 
 // The messages callers of a protected service see. They never say why a

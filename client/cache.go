@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"google.golang.org/grpc/metadata"
@@ -25,6 +26,14 @@ const watchReadyHeader = "sessiond-revocations"
 const recentEvents = 1024
 
 type tokenKey [sha256.Size]byte
+
+// keyOf is the cache's key for token: its SHA-256, so that the cache holds
+// no token. The hash reads the token's bytes in place: converting the
+// string to a []byte would copy it to the heap on every lookup, and
+// sha256.Sum256 neither keeps nor changes its argument.
+func keyOf(token string) tokenKey {
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+}
 
 type cacheEntry struct {
 	key     tokenKey
@@ -89,7 +98,7 @@ func newCache(size int, ttl time.Duration) *cache {
 // get returns the cached session of token, if the cache is live and holds
 // one that has not expired.
 func (c *cache) get(token string) (*Session, bool) {
-	key := tokenKey(sha256.Sum256([]byte(token)))
+	key := keyOf(token)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.live {
@@ -139,7 +148,7 @@ func (c *cache) add(token string, s *Session, start uint64) bool {
 			until = t
 		}
 	}
-	key := tokenKey(sha256.Sum256([]byte(token)))
+	key := keyOf(token)
 	if c.lru.Add(key, &cacheEntry{key: key, session: s, created: created, until: until}) {
 		c.evicted.Add(1)
 	}
@@ -308,7 +317,7 @@ func (c *cache) revokeBefore(cutoff time.Time) {
 // forget evicts the session of token (after this client revoked or rotated
 // it).
 func (c *cache) forget(token string) {
-	key := tokenKey(sha256.Sum256([]byte(token)))
+	key := keyOf(token)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.lru.Peek(key); ok {
@@ -321,7 +330,7 @@ func (c *cache) forget(token string) {
 // forgetUpdated evicts the session of token (after this client may have
 // updated it).
 func (c *cache) forgetUpdated(token string) {
-	key := tokenKey(sha256.Sum256([]byte(token)))
+	key := keyOf(token)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.lru.Peek(key); ok {
