@@ -169,19 +169,25 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, p protocol) str
 	// The gateway is the caller (its address, for the rate limits); the end
 	// user is the client it forwards for, when it is a trusted proxy.
 	ctx := access.ContextWithCaller(r.Context(), access.Caller{Name: access.Anonymous, Addr: r.RemoteAddr})
-	log := h.log.With("endpoint", p.String())
+	// The endpoint goes on each line rather than into a logger made With
+	// it, and the debug lines are built only when debug logging is on: both
+	// would cost allocations on every request for lines that are dropped.
+	endpoint := slog.String("endpoint", p.String())
+	debug := h.log.Enabled(ctx, slog.LevelDebug)
 	// The route's requirement first: a mistake in the gateway's
 	// configuration denies every request of the route, with or without a
 	// session, so that it shows at once.
 	need, err := requirement(r, p)
 	if err != nil {
-		log.ErrorContext(ctx, "forward auth denied: the route's step-up requirement is malformed; fix the gateway's configuration", "error", err)
+		h.log.ErrorContext(ctx, "forward auth denied: the route's step-up requirement is malformed; fix the gateway's configuration", endpoint, "error", err)
 		http.Error(w, "500 Internal Server Error: the route's step-up requirement is malformed: "+err.Error(), http.StatusInternalServerError)
 		return "error"
 	}
 	token := h.token(r)
 	if token == "" {
-		log.DebugContext(ctx, "forward auth denied: no session token")
+		if debug {
+			h.log.DebugContext(ctx, "forward auth denied: no session token", endpoint)
+		}
 		h.deny(w, r, p, status.New(codes.Unauthenticated, "no session token"))
 		return "unauthenticated"
 	}
@@ -190,7 +196,9 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, p protocol) str
 	sess, err := h.svc.ValidateToken(ctx, token, func() string { return h.endUser(r, peer) })
 	if err != nil {
 		st := status.Convert(err)
-		log.DebugContext(ctx, "forward auth denied", "code", st.Code().String())
+		if debug {
+			h.log.DebugContext(ctx, "forward auth denied", endpoint, "code", st.Code().String())
+		}
 		h.deny(w, r, p, st)
 		return outcomeOf(st.Code())
 	}
@@ -198,16 +206,20 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, p protocol) str
 		info, ok := assurance.Denial(err)
 		if !ok { // never allowed: only Check's denials are expected here
 			st := status.Convert(err)
-			log.ErrorContext(ctx, "forward auth denied: checking the requirement failed", slog.String("session_id", sess.ID), "error", err)
+			h.log.ErrorContext(ctx, "forward auth denied: checking the requirement failed", endpoint, slog.String("session_id", sess.ID), "error", err)
 			h.deny(w, r, p, st)
 			return outcomeOf(st.Code())
 		}
-		log.DebugContext(ctx, "forward auth denied: the session falls short of the route's requirement",
-			slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID), slog.String("reason", info.GetReason()))
+		if debug {
+			h.log.DebugContext(ctx, "forward auth denied: the session falls short of the route's requirement",
+				endpoint, slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID), slog.String("reason", info.GetReason()))
+		}
 		assurance.WriteHTTP(w, err)
 		return "forbidden"
 	}
-	log.DebugContext(ctx, "forward auth allowed", slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID))
+	if debug {
+		h.log.DebugContext(ctx, "forward auth allowed", endpoint, slog.String("session_id", sess.ID), slog.String("user_id", sess.UserID))
+	}
 	h.allow(w, sess)
 	return "allowed"
 }

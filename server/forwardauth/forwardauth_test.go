@@ -2,6 +2,7 @@ package forwardauth_test
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -364,5 +365,40 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestDebugLogs: at debug level each decision is logged with its endpoint
+// and the session, never the token; at info level (production's) none is.
+func TestDebugLogs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "", server.Config{})
+	tok, id := e.create(t, "user-1")
+	e.ask(t, "GET", forwardauth.AuthRequestPath, map[string]string{"Cookie": cookie(tok)})
+	e.ask(t, "GET", forwardauth.ForwardAuthPath, nil)
+	e.ask(t, "GET", forwardauth.ExtAuthzPrefix, map[string]string{"Cookie": cookie(tok), forwardauth.MinLevelHeader: "3"})
+	logs := e.d.Logs.String()
+	for _, want := range []string{
+		`msg="forward auth allowed" endpoint=auth-request session_id=` + id + " user_id=user-1",
+		`msg="forward auth denied: no session token" endpoint=forward-auth`,
+		`msg="forward auth denied: the session falls short of the route's requirement" endpoint=ext-authz session_id=` + id,
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the logs lack %s:\n%s", want, logs)
+		}
+	}
+	if strings.Contains(logs, tok[28:]) {
+		t.Error("a token appears in the logs")
+	}
+
+	var infoLogs testutil.SyncBuffer
+	info := newEnv(t, "", server.Config{}, func(c *daemon.Config) {
+		c.Log = daemon.LogConfig{Output: &infoLogs, Level: slog.LevelInfo}
+	})
+	tok, _ = info.create(t, "user-1")
+	info.ask(t, "GET", forwardauth.AuthRequestPath, map[string]string{"Cookie": cookie(tok)})
+	info.ask(t, "GET", forwardauth.ForwardAuthPath, nil)
+	if logs := infoLogs.String(); !strings.Contains(logs, "sessiond serving") || strings.Contains(logs, "forward auth") {
+		t.Errorf("at info level, the logs should hold the start and no decision:\n%s", logs)
 	}
 }
