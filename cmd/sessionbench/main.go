@@ -273,7 +273,9 @@ func (b *bench) measure(ctx context.Context, w string, c int, cfg *benchConfig) 
 		if err := b.warmCache(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "sessionbench: warming the client cache:", err)
 		}
-		series = []string{validationsSeries}
+		if b.env.adminAddr != "" {
+			series = []string{validationsSeries}
+		}
 	}
 	var before map[string]float64
 	var creates0, cached0 int64
@@ -333,7 +335,7 @@ func (b *bench) warmCache(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// The series of sessiond's /metrics that measure reads.
+// The series of sessiond's /metrics that the bench reads around a run.
 const (
 	createRetriesSeries  = `sessiond_store_watch_retries_total{operation="create"}`
 	directReadsSeries    = `sessiond_store_validation_reads_total{path="direct"}`
