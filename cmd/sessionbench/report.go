@@ -120,43 +120,40 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = r
 			}
 		}
-		// WATCH retries per create: over every create run at c.
-		var wc watchCount
+		// The counts, each over every run at c that has it: create's WATCH
+		// retries, validate's reads, protected-cache's misses.
+		var (
+			wc watchCount
+			rc readCount
+			mc missCount
+		)
 		for _, run := range s.Runs {
-			if run.Workload == "create" && run.Concurrency == c && run.WatchRetries != nil {
-				wc.Retries += run.WatchRetries.Retries
-				wc.Creates += run.WatchRetries.Creates
+			if run.Concurrency != c {
+				continue
+			}
+			if r := run.WatchRetries; r != nil {
+				wc.Retries += r.Retries
+				wc.Creates += r.Creates
+			}
+			if r := run.Reads; r != nil {
+				rc.Direct += r.Direct
+				rc.Pipelined += r.Pipelined
+				rc.Pipelines += r.Pipelines
+			}
+			if r := run.CacheMisses; r != nil {
+				mc.Validations += r.Validations
+				mc.Calls += r.Calls
 			}
 		}
-		if wc.Creates > 0 {
-			s.Ratios[fmt.Sprintf("%s @%d", retriesRatio, c)] = float64(wc.Retries) / float64(wc.Creates)
-		}
-		// validate's reads: over every validate run at c.
-		var rc readCount
-		for _, run := range s.Runs {
-			if run.Workload == "validate" && run.Concurrency == c && run.Reads != nil {
-				rc.Direct += run.Reads.Direct
-				rc.Pipelined += run.Reads.Pipelined
-				rc.Pipelines += run.Reads.Pipelines
+		share := func(name string, part, whole int64) {
+			if whole > 0 {
+				s.Ratios[fmt.Sprintf("%s @%d", name, c)] = float64(part) / float64(whole)
 			}
 		}
-		if n := rc.Direct + rc.Pipelined; n > 0 {
-			s.Ratios[fmt.Sprintf("%s @%d", directReadsRatio, c)] = float64(rc.Direct) / float64(n)
-		}
-		if rc.Pipelines > 0 {
-			s.Ratios[fmt.Sprintf("%s @%d", batchRatio, c)] = float64(rc.Pipelined) / float64(rc.Pipelines)
-		}
-		// protected-cache's misses: over every protected-cache run at c.
-		var mc missCount
-		for _, run := range s.Runs {
-			if run.Workload == "protected-cache" && run.Concurrency == c && run.CacheMisses != nil {
-				mc.Validations += run.CacheMisses.Validations
-				mc.Calls += run.CacheMisses.Calls
-			}
-		}
-		if mc.Calls > 0 {
-			s.Ratios[fmt.Sprintf("%s @%d", missRatio, c)] = float64(mc.Validations) / float64(mc.Calls)
-		}
+		share(retriesRatio, wc.Retries, wc.Creates)
+		share(directReadsRatio, rc.Direct, rc.Direct+rc.Pipelined)
+		share(batchRatio, rc.Pipelined, rc.Pipelines)
+		share(missRatio, mc.Validations, mc.Calls)
 	}
 }
 

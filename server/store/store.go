@@ -750,20 +750,10 @@ func (s *Store) commit(ctx context.Context, tx *redis.Tx, fn func(p redis.Pipeli
 
 // ReadStats counts the validations' reads (Get) since New: how many went to
 // Redis on their own and how many shared pipelines (see RunReads).
-type ReadStats struct {
-	// Direct is the reads sent on their own: by a validation that found no
-	// other read in flight to its Redis (its Cluster master), or while
-	// RunReads was not running.
-	Direct uint64
-	// Batched is the reads sent in pipelines, and Pipelines the pipelines.
-	Batched, Pipelines uint64
-}
+type ReadStats = autopipe.Stats
 
 // ReadStats returns the counts of the validations' reads so far.
-func (s *Store) ReadStats() ReadStats {
-	st := s.reads.Stats()
-	return ReadStats{Direct: st.Direct, Batched: st.Batched, Pipelines: st.Pipelines}
-}
+func (s *Store) ReadStats() ReadStats { return s.reads.Stats() }
 
 // WatchRetries returns, by operation ("create", "touch", "revoke", ...),
 // how many times a write lost the WATCH race to a concurrent write for the
