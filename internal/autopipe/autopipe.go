@@ -334,10 +334,12 @@ func (r *Reader) lane(g *group) {
 		g.inflight.Add(1)
 		g.mu.Unlock()
 
-		r.send(batch, cmds)
-		g.inflight.Add(-1)
+		// Counted before the callers are answered, so that a caller's read
+		// is in Stats by the time it returns.
 		r.batched.Add(uint64(len(batch)))
 		r.pipelines.Add(1)
+		r.send(batch, cmds)
+		g.inflight.Add(-1)
 		g.mu.Lock()
 	}
 }
