@@ -21,6 +21,7 @@ type rpcStats struct {
 	Ops       int     `json:"ops"`
 	Errors    int     `json:"errors"`
 	OpsPerSec float64 `json:"ops_per_sec"`
+	MeanMs    float64 `json:"mean_ms"`
 	P50ms     float64 `json:"p50_ms"`
 	P90ms     float64 `json:"p90_ms"`
 	P99ms     float64 `json:"p99_ms"`
@@ -138,11 +139,13 @@ func runLoad(ctx context.Context, name string, concurrency int, warmup, d time.D
 func summarize(rpc string, s []sample, elapsed time.Duration) rpcStats {
 	st := rpcStats{RPC: rpc, Ops: len(s)}
 	ds := make([]time.Duration, 0, len(s))
+	var sum time.Duration
 	for _, x := range s {
 		if x.err {
 			st.Errors++
 		}
 		ds = append(ds, x.d)
+		sum += x.d
 	}
 	if len(ds) == 0 {
 		return st
@@ -152,6 +155,7 @@ func summarize(rpc string, s []sample, elapsed time.Duration) rpcStats {
 		return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))]) / float64(time.Millisecond)
 	}
 	st.OpsPerSec = float64(len(s)-st.Errors) / elapsed.Seconds()
+	st.MeanMs = float64(sum) / float64(len(ds)) / float64(time.Millisecond)
 	st.P50ms, st.P90ms, st.P99ms, st.P999ms = q(0.50), q(0.90), q(0.99), q(0.999)
 	return st
 }

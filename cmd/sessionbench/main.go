@@ -76,7 +76,7 @@ type benchConfig struct {
 	poolSize     int
 }
 
-var allWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "grpc-hgetall-batched", "validate", "forward-auth",
+var allWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "grpc-hgetall-batched", "validate", "alternating", "forward-auth",
 	"create", "grpc-create-tx", "mixed", "unprotected", "protected", "protected-cache"}
 
 func main() {
@@ -238,6 +238,9 @@ func runSetup(ctx context.Context, cfg *benchConfig, setup, sessiondBin string) 
 			for _, w := range cfg.workloads {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
+				}
+				if w == "alternating" && c != 1 {
+					continue // a lone caller's measure: n callers would validate n/2 at a time
 				}
 				res := b.measure(ctx, w, c, cfg)
 				fmt.Fprintf(os.Stderr, "  %s round %d %-20s c=%-4d %9.0f ops/s  p99 %6.2fms  errors %d\n", setup, r+1, w, c, res.Total.OpsPerSec, res.Total.P99ms, res.Total.Errors)
@@ -546,6 +549,17 @@ func (b *bench) op(workload string) op {
 	switch workload {
 	case "validate":
 		return b.validate
+	case "alternating":
+		// Each caller's calls take turns: the floor's Get, then a
+		// validation (each workload's own call i/2), so that both see the
+		// same moments of a noisy machine.
+		floorGet := b.op("grpc-hgetall")
+		return func(ctx context.Context, w, i int) (string, error) {
+			if i%2 == 0 {
+				return floorGet(ctx, w, i/2)
+			}
+			return b.validate(ctx, w, i/2)
+		}
 	case "forward-auth":
 		return b.forwardAuth
 	case "create":

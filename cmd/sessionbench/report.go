@@ -91,6 +91,7 @@ const (
 	directReadsRatio = "validate reads sent direct"
 	batchRatio       = "validate reads per pipeline"
 	missRatio        = "protected-cache calls sent to sessiond"
+	alternatingRatio = "validate/grpc-hgetall calls alternating, 1/mean latency"
 )
 
 func newReport(cfg *benchConfig) *report {
@@ -119,6 +120,9 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 			if r, ok := pairedRatio(s.Runs, d.num, d.den, c, d.p99); ok {
 				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = r
 			}
+		}
+		if r, ok := alternatingSpeed(s.Runs, c); ok {
+			s.Ratios[fmt.Sprintf("%s @%d", alternatingRatio, c)] = r
 		}
 		// The counts, each over every run at c that has it: create's WATCH
 		// retries, validate's reads, protected-cache's misses.
@@ -193,6 +197,36 @@ func pairedRatio(runs []runResult, num, den string, c int, p99 bool) (float64, b
 	return median(ratios), true
 }
 
+// alternatingSpeed compares the two calls of the alternating workload's
+// runs at c: the floor's mean latency over the validation's, so that it
+// reads as the throughput ratios do (above 1: validations are faster). Each
+// run gives one ratio, from calls that took turns on one caller; the result
+// is their median.
+func alternatingSpeed(runs []runResult, c int) (float64, bool) {
+	var ratios []float64
+	for _, r := range runs {
+		if r.Workload != "alternating" || r.Concurrency != c {
+			continue
+		}
+		var floor, validate float64
+		for _, p := range r.PerRPC {
+			switch p.RPC {
+			case "Floor/Get":
+				floor = p.MeanMs
+			case "ValidateSession":
+				validate = p.MeanMs
+			}
+		}
+		if floor > 0 && validate > 0 {
+			ratios = append(ratios, floor/validate)
+		}
+	}
+	if len(ratios) == 0 {
+		return 0, false
+	}
+	return median(ratios), true
+}
+
 // medianRun is the runs' median: each figure the median of its own.
 func medianRun(runs []runResult) runResult {
 	m := runResult{Workload: runs[0].Workload, Concurrency: runs[0].Concurrency}
@@ -246,6 +280,7 @@ func medianStats(s []rpcStats) rpcStats {
 		Ops:       int(field(func(x rpcStats) float64 { return float64(x.Ops) })),
 		Errors:    int(field(func(x rpcStats) float64 { return float64(x.Errors) })),
 		OpsPerSec: field(func(x rpcStats) float64 { return x.OpsPerSec }),
+		MeanMs:    field(func(x rpcStats) float64 { return x.MeanMs }),
 		P50ms:     field(func(x rpcStats) float64 { return x.P50ms }),
 		P90ms:     field(func(x rpcStats) float64 { return x.P90ms }),
 		P99ms:     field(func(x rpcStats) float64 { return x.P99ms }),
@@ -354,6 +389,7 @@ func (r *report) ratioNames() []string {
 	for _, d := range ratioDefs {
 		names = append(names, d.name)
 	}
+	names = slices.Insert(names, 1, alternatingRatio) // beside validate/grpc-hgetall throughput
 	names = append(names, retriesRatio, directReadsRatio, batchRatio, missRatio)
 	var out []string
 	for _, n := range names {
@@ -374,7 +410,7 @@ var floorWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "grp
 // line a workload (the floors dashed).
 func (r *report) svg() string {
 	const W, H, pad, gap, rowGap = 460, 300, 50, 40, 70
-	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e7969c"}
+	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e7969c", "#637939"}
 	color := func(wl string) string {
 		i := slices.Index(r.Workloads, wl)
 		return colors[max(i, 0)%len(colors)]

@@ -70,3 +70,27 @@ func TestSummarizeCountsCacheMisses(t *testing.T) {
 		}
 	}
 }
+
+func TestAlternatingSpeedComparesEachRunsCalls(t *testing.T) {
+	run := func(c int, floorMs, validateMs float64) runResult {
+		return runResult{Workload: "alternating", Concurrency: c, PerRPC: []rpcStats{
+			{RPC: "Floor/Get", MeanMs: floorMs}, {RPC: "ValidateSession", MeanMs: validateMs},
+		}}
+	}
+	cfg := &benchConfig{concurrency: []int{1, 16}, workloads: []string{"alternating"}}
+	s := &setupReport{Runs: []runResult{
+		run(1, 0.30, 0.32), run(1, 0.60, 0.50), run(1, 0.33, 0.30), // a slow second round
+		run(16, 1.0, 0.8),
+		{Workload: "validate", Concurrency: 1, PerRPC: []rpcStats{{RPC: "ValidateSession", MeanMs: 9}}},
+		{Workload: "alternating", Concurrency: 64, PerRPC: []rpcStats{{RPC: "Floor/Get", MeanMs: 1}}}, // no validation
+	}}
+	s.summarize(cfg)
+	for name, want := range map[string]float64{alternatingRatio + " @1": 0.33 / 0.30, alternatingRatio + " @16": 1.25} {
+		if got, ok := s.Ratios[name]; !ok || math.Abs(got-want) > 1e-9 {
+			t.Errorf("%s = %v, %v; want %v", name, got, ok, want)
+		}
+	}
+	if got, ok := alternatingSpeed(s.Runs, 64); ok {
+		t.Errorf("a run without validations gave %v, want no ratio", got)
+	}
+}
