@@ -77,7 +77,7 @@ type benchConfig struct {
 }
 
 var allWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "grpc-hgetall-batched", "validate", "alternating", "forward-auth",
-	"create", "grpc-create-tx", "mixed", "unprotected", "protected", "protected-cache"}
+	"create", "grpc-create-tx", "mixed", "unprotected", "protected", "protected-cache", "cache-alternating"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -270,7 +270,7 @@ func (b *bench) measure(ctx context.Context, w string, c int, cfg *benchConfig) 
 	case w == "protected-cache":
 		series = []string{validationsSeries}
 	}
-	if w == "protected-cache" {
+	if w == "protected-cache" || w == "cache-alternating" {
 		// The cache holds a session from its first validation for its TTL
 		// (a minute): longer than a run, shorter than a round. Without this,
 		// each run would begin with a cold cache, and at one caller the
@@ -544,22 +544,32 @@ func (b *bench) app(conn *grpc.ClientConn) op {
 	}
 }
 
+// alternate makes each caller's calls take turns: a's, then b's (each
+// their own call i/2), so that both see the same moments of a noisy
+// machine. A non-empty name replaces the RPC name its call reports.
+func alternate(a, b op, nameA, nameB string) op {
+	return func(ctx context.Context, w, i int) (string, error) {
+		call, name := a, nameA
+		if i%2 == 1 {
+			call, name = b, nameB
+		}
+		rpc, err := call(ctx, w, i/2)
+		if name != "" {
+			rpc = name
+		}
+		return rpc, err
+	}
+}
+
 // op returns the call a workload makes.
 func (b *bench) op(workload string) op {
 	switch workload {
 	case "validate":
 		return b.validate
 	case "alternating":
-		// Each caller's calls take turns: the floor's Get, then a
-		// validation (each workload's own call i/2), so that both see the
-		// same moments of a noisy machine.
-		floorGet := b.op("grpc-hgetall")
-		return func(ctx context.Context, w, i int) (string, error) {
-			if i%2 == 0 {
-				return floorGet(ctx, w, i/2)
-			}
-			return b.validate(ctx, w, i/2)
-		}
+		return alternate(b.op("grpc-hgetall"), b.validate, "", "")
+	case "cache-alternating":
+		return alternate(b.app(b.plainApp), b.app(b.cachedApp), "unprotected", "protected-cache")
 	case "forward-auth":
 		return b.forwardAuth
 	case "create":

@@ -91,8 +91,17 @@ const (
 	directReadsRatio = "validate reads sent direct"
 	batchRatio       = "validate reads per pipeline"
 	missRatio        = "protected-cache calls sent to sessiond"
-	alternatingRatio = "validate/grpc-hgetall calls alternating, 1/mean latency"
 )
+
+// alternatingDefs: the workloads whose callers make two calls in turn, the
+// RPCs compared (numerator, denominator), the ratio's name, and the ratio of
+// ratioDefs it is listed beside.
+var alternatingDefs = []struct {
+	workload, num, den, name, beside string
+}{
+	{"alternating", "ValidateSession", "Floor/Get", "validate/grpc-hgetall calls alternating, 1/mean latency", "validate/grpc-hgetall throughput"},
+	{"cache-alternating", "protected-cache", "unprotected", "protected-cache/unprotected calls alternating, 1/mean latency", "protected-cache/unprotected throughput"},
+}
 
 func newReport(cfg *benchConfig) *report {
 	return &report{
@@ -121,8 +130,10 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = r
 			}
 		}
-		if r, ok := alternatingSpeed(s.Runs, c); ok {
-			s.Ratios[fmt.Sprintf("%s @%d", alternatingRatio, c)] = r
+		for _, d := range alternatingDefs {
+			if r, ok := alternatingSpeed(s.Runs, d.workload, d.num, d.den, c); ok {
+				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = r
+			}
 		}
 		// The counts, each over every run at c that has it: create's WATCH
 		// retries, validate's reads, protected-cache's misses.
@@ -197,28 +208,28 @@ func pairedRatio(runs []runResult, num, den string, c int, p99 bool) (float64, b
 	return median(ratios), true
 }
 
-// alternatingSpeed compares the two calls of the alternating workload's
-// runs at c: the floor's mean latency over the validation's, so that it
-// reads as the throughput ratios do (above 1: validations are faster). Each
-// run gives one ratio, from calls that took turns on one caller; the result
-// is their median.
-func alternatingSpeed(runs []runResult, c int) (float64, bool) {
+// alternatingSpeed compares the two calls of an alternating workload's runs
+// at c: den's mean latency over num's, so that it reads as the throughput
+// ratios do (above 1: num's calls are faster). Each run gives one ratio,
+// from calls that took turns on the same callers; the result is their
+// median.
+func alternatingSpeed(runs []runResult, workload, num, den string, c int) (float64, bool) {
 	var ratios []float64
 	for _, r := range runs {
-		if r.Workload != "alternating" || r.Concurrency != c {
+		if r.Workload != workload || r.Concurrency != c {
 			continue
 		}
-		var floor, validate float64
+		var numMs, denMs float64
 		for _, p := range r.PerRPC {
 			switch p.RPC {
-			case "Floor/Get":
-				floor = p.MeanMs
-			case "ValidateSession":
-				validate = p.MeanMs
+			case num:
+				numMs = p.MeanMs
+			case den:
+				denMs = p.MeanMs
 			}
 		}
-		if floor > 0 && validate > 0 {
-			ratios = append(ratios, floor/validate)
+		if numMs > 0 && denMs > 0 {
+			ratios = append(ratios, denMs/numMs)
 		}
 	}
 	if len(ratios) == 0 {
@@ -389,7 +400,9 @@ func (r *report) ratioNames() []string {
 	for _, d := range ratioDefs {
 		names = append(names, d.name)
 	}
-	names = slices.Insert(names, 1, alternatingRatio) // beside validate/grpc-hgetall throughput
+	for _, d := range alternatingDefs {
+		names = slices.Insert(names, slices.Index(names, d.beside)+1, d.name)
+	}
 	names = append(names, retriesRatio, directReadsRatio, batchRatio, missRatio)
 	var out []string
 	for _, n := range names {
@@ -410,7 +423,7 @@ var floorWorkloads = []string{"grpc-echo", "redis-hgetall", "grpc-hgetall", "grp
 // line a workload (the floors dashed).
 func (r *report) svg() string {
 	const W, H, pad, gap, rowGap = 460, 300, 50, 40, 70
-	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e7969c", "#637939"}
+	colors := []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e7969c", "#637939", "#8c6d31"}
 	color := func(wl string) string {
 		i := slices.Index(r.Workloads, wl)
 		return colors[max(i, 0)%len(colors)]

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -77,20 +80,52 @@ func TestAlternatingSpeedComparesEachRunsCalls(t *testing.T) {
 			{RPC: "Floor/Get", MeanMs: floorMs}, {RPC: "ValidateSession", MeanMs: validateMs},
 		}}
 	}
-	cfg := &benchConfig{concurrency: []int{1, 16}, workloads: []string{"alternating"}}
+	cfg := &benchConfig{concurrency: []int{1, 16}, workloads: []string{"alternating", "cache-alternating"}}
 	s := &setupReport{Runs: []runResult{
 		run(1, 0.30, 0.32), run(1, 0.60, 0.50), run(1, 0.33, 0.30), // a slow second round
 		run(16, 1.0, 0.8),
-		{Workload: "validate", Concurrency: 1, PerRPC: []rpcStats{{RPC: "ValidateSession", MeanMs: 9}}},
+		{Workload: "validate", Concurrency: 1, Total: rpcStats{OpsPerSec: 90}, PerRPC: []rpcStats{{RPC: "ValidateSession", MeanMs: 9}}},
+		{Workload: "grpc-hgetall", Concurrency: 1, Total: rpcStats{OpsPerSec: 100}},
 		{Workload: "alternating", Concurrency: 64, PerRPC: []rpcStats{{RPC: "Floor/Get", MeanMs: 1}}}, // no validation
+		{Workload: "cache-alternating", Concurrency: 16, PerRPC: []rpcStats{{RPC: "unprotected", MeanMs: 0.9}, {RPC: "protected-cache", MeanMs: 1.0}}},
 	}}
 	s.summarize(cfg)
-	for name, want := range map[string]float64{alternatingRatio + " @1": 0.33 / 0.30, alternatingRatio + " @16": 1.25} {
+	validate, cache := alternatingDefs[0].name, alternatingDefs[1].name
+	for name, want := range map[string]float64{validate + " @1": 0.33 / 0.30, validate + " @16": 1.25, cache + " @16": 0.9} {
 		if got, ok := s.Ratios[name]; !ok || math.Abs(got-want) > 1e-9 {
 			t.Errorf("%s = %v, %v; want %v", name, got, ok, want)
 		}
 	}
-	if got, ok := alternatingSpeed(s.Runs, 64); ok {
+	if got, ok := alternatingSpeed(s.Runs, "alternating", "ValidateSession", "Floor/Get", 64); ok {
 		t.Errorf("a run without validations gave %v, want no ratio", got)
+	}
+	if got, ok := s.Ratios[cache+" @1"]; ok {
+		t.Errorf("%s @1 = %v with no such run, want none", cache, got)
+	}
+	names := (&report{Concurrency: cfg.concurrency, Setups: []*setupReport{s}}).ratioNames()
+	if i := slices.Index(names, validate); i < 1 || names[i-1] != "validate/grpc-hgetall throughput" {
+		t.Errorf("ratio names %q: want %q right after validate/grpc-hgetall throughput", names, validate)
+	}
+}
+
+func TestAlternateTakesTurns(t *testing.T) {
+	var calls []string
+	call := func(name string) op {
+		return func(_ context.Context, w, i int) (string, error) {
+			calls = append(calls, fmt.Sprintf("%s %d/%d", name, w, i))
+			return name + "-rpc", nil
+		}
+	}
+	alt := alternate(call("a"), call("b"), "", "B")
+	var rpcs []string
+	for i := range 4 {
+		rpc, _ := alt(context.Background(), 3, i)
+		rpcs = append(rpcs, rpc)
+	}
+	if want := []string{"a 3/0", "b 3/0", "a 3/1", "b 3/1"}; !slices.Equal(calls, want) {
+		t.Errorf("calls %q, want %q", calls, want)
+	}
+	if want := []string{"a-rpc", "B", "a-rpc", "B"}; !slices.Equal(rpcs, want) {
+		t.Errorf("RPC names %q, want %q", rpcs, want)
 	}
 }
