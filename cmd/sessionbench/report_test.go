@@ -116,7 +116,7 @@ func TestAlternateTakesTurns(t *testing.T) {
 			return name + "-rpc", nil
 		}
 	}
-	alt := alternate(call("a"), call("b"), "", "B")
+	alt := alternate(call("a"), call("b"))
 	var rpcs []string
 	for i := range 4 {
 		rpc, _ := alt(context.Background(), 3, i)
@@ -125,7 +125,7 @@ func TestAlternateTakesTurns(t *testing.T) {
 	if want := []string{"a 3/0", "b 3/0", "a 3/1", "b 3/1"}; !slices.Equal(calls, want) {
 		t.Errorf("calls %q, want %q", calls, want)
 	}
-	if want := []string{"a-rpc", "B", "a-rpc", "B"}; !slices.Equal(rpcs, want) {
+	if want := []string{"a-rpc", "b-rpc", "a-rpc", "b-rpc"}; !slices.Equal(rpcs, want) {
 		t.Errorf("RPC names %q, want %q", rpcs, want)
 	}
 }
