@@ -1,9 +1,9 @@
 // Command sessionsoak runs sessiond (the real binary, in its own process)
 // under a steady mixed load for a long while, with a revocation every
 // --revoke-every and a restart of its Redis every --restart-every, and
-// prints, once a minute, what would show a leak: sessiond's resident memory,
-// goroutines and open file descriptors (from its /metrics), and Redis'
-// used_memory and key count. Flat figures mean no leak.
+// prints, once a minute (--report-every), what would show a leak: sessiond's
+// resident memory, goroutines and open file descriptors (from its /metrics),
+// and Redis' used_memory and key count. Flat figures mean no leak.
 //
 //	make soak                      # 10 minutes
 //	go run ./cmd/sessionsoak --duration 2m --restart-every 30s
@@ -48,10 +48,10 @@ import (
 )
 
 type config struct {
-	duration, restartEvery, revokeEvery, probe, ttl time.Duration
-	load                                            float64
-	workers, users                                  int
-	sessiond                                        string
+	duration, restartEvery, revokeEvery, probe, ttl, report time.Duration
+	load                                                    float64
+	workers, users                                          int
+	sessiond                                                string
 }
 
 func main() {
@@ -61,6 +61,7 @@ func main() {
 	flag.DurationVar(&c.revokeEvery, "revoke-every", 100*time.Millisecond, "revoke a session by id this often, on top of the load")
 	flag.DurationVar(&c.probe, "probe", 10*time.Second, "how long the unthrottled load that measures capacity runs")
 	flag.DurationVar(&c.ttl, "ttl", time.Minute, "the lifetime of the sessions the load creates")
+	flag.DurationVar(&c.report, "report-every", time.Minute, "print a row of figures this often")
 	flag.Float64Var(&c.load, "load", 0.5, "the fraction of the measured capacity to run at")
 	flag.IntVar(&c.workers, "workers", 16, "concurrent callers")
 	flag.IntVar(&c.users, "users", 2000, "distinct users")
@@ -111,7 +112,31 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
+// check refuses settings the soak cannot run with.
+func (c config) check() error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--duration", c.duration}, {"--revoke-every", c.revokeEvery}, {"--probe", c.probe}, {"--ttl", c.ttl}, {"--report-every", c.report}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %v", d.flag, d.v)
+		}
+	}
+	switch {
+	case c.restartEvery < 0:
+		return fmt.Errorf("--restart-every must be 0 (never) or positive, not %v", c.restartEvery)
+	case c.load <= 0:
+		return fmt.Errorf("--load must be positive, not %v", c.load)
+	case c.workers < 1 || c.users < 1:
+		return fmt.Errorf("--workers and --users must be at least 1")
+	}
+	return nil
+}
+
 func run(ctx context.Context, c config, out io.Writer) error {
+	if err := c.check(); err != nil {
+		return err
+	}
 	dir, err := os.MkdirTemp("", "sessionsoak-")
 	if err != nil {
 		return err
@@ -195,7 +220,7 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	rate := capacity * c.load
 	fmt.Fprintf(out, "capacity %.0f calls/s; soaking at %.0f calls/s for %v, a revocation every %v, Redis restarted every %v\n\n",
 		capacity, rate, c.duration, c.revokeEvery, c.restartEvery)
-	fmt.Fprintf(out, "%6s %9s %9s %10s %10s %6s %14s %8s %s\n", "minute", "calls/s", "failed", "rss MiB", "goroutines", "fds", "redis used MiB", "keys", "failures by code")
+	fmt.Fprintf(out, "%8s %9s %9s %10s %10s %6s %14s %8s %s\n", "elapsed", "calls/s", "failed", "rss MiB", "goroutines", "fds", "redis used MiB", "keys", "failures by code")
 
 	soakCtx, cancel := context.WithTimeout(ctx, c.duration)
 	defer cancel()
@@ -225,10 +250,10 @@ func run(ctx context.Context, c config, out io.Writer) error {
 		})
 	}
 	var rows [][]float64
-	tick := time.NewTicker(time.Minute)
+	tick := time.NewTicker(c.report)
 	defer tick.Stop()
-	started := time.Now()
-	for minute := 1; ; minute++ {
+	soakStart, started := time.Now(), time.Now()
+	for {
 		select {
 		case <-soakCtx.Done():
 			wg.Wait()
@@ -238,9 +263,10 @@ func run(ctx context.Context, c config, out io.Writer) error {
 		case <-tick.C:
 		}
 		ops, failed := l.ops.Swap(0), l.failed.Swap(0)
+		elapsed := time.Since(soakStart).Round(min(c.report, time.Second))
 		m, err := scrape(adminAddr)
 		if err != nil {
-			fmt.Fprintf(out, "%6d /metrics: %v\n", minute, err)
+			fmt.Fprintf(out, "%8v /metrics: %v\n", elapsed, err)
 			continue
 		}
 		used, keys := -1.0, -1.0
@@ -254,17 +280,17 @@ func run(ctx context.Context, c config, out io.Writer) error {
 			m["go_goroutines"], m["process_open_fds"], used / (1 << 20), keys}
 		started = time.Now()
 		rows = append(rows, row)
-		fmt.Fprintf(out, "%6d %9.0f %9.0f %10.1f %10.0f %6.0f %14.1f %8.0f %s\n", minute, row[0], row[1], row[2], row[3], row[4], row[5], row[6], l.errors())
+		fmt.Fprintf(out, "%8v %9.0f %9.0f %10.1f %10.0f %6.0f %14.1f %8.0f %s\n", elapsed, row[0], row[1], row[2], row[3], row[4], row[5], row[6], l.errors())
 	}
 }
 
-// summarize prints each figure's first and last minute and its range.
+// summarize prints each figure's first and last row and its range.
 func summarize(out io.Writer, rows [][]float64) {
 	if len(rows) == 0 {
 		return
 	}
 	names := []string{"calls/s", "failed", "rss MiB", "goroutines", "fds", "redis used MiB", "keys"}
-	fmt.Fprintf(out, "\n%-15s %10s %10s %10s %10s\n", "", "minute 1", "last", "min", "max")
+	fmt.Fprintf(out, "\n%-15s %10s %10s %10s %10s\n", "", "first", "last", "min", "max")
 	for i, n := range names {
 		col := make([]float64, len(rows))
 		for j, r := range rows {
@@ -322,7 +348,9 @@ type loadGen struct {
 func (l *loadGen) errors() string {
 	var parts []string
 	l.errs.Range(func(k, v any) bool {
-		parts = append(parts, fmt.Sprintf("%v:%d", k, v.(*atomic.Int64).Swap(0)))
+		if n := v.(*atomic.Int64).Swap(0); n > 0 {
+			parts = append(parts, fmt.Sprintf("%v:%d", k, n))
+		}
 		return true
 	})
 	slices.Sort(parts)
