@@ -37,10 +37,14 @@ type setupReport struct {
 	// rounds.
 	Medians []runResult `json:"medians"`
 	// Ratios, by "name @concurrency": see ratioDefs (each the median of the
-	// rounds' own ratios: pairedRatio), and "create WATCH retries per
+	// rounds' own ratios: pairedRatios), and "create WATCH retries per
 	// create".
 	Ratios map[string]float64 `json:"ratios"`
-	Runs   []runResult        `json:"runs"`
+	// RatioRanges holds, for each ratio of Ratios that is a median of the
+	// rounds' own ratios, the lowest and the highest of them: how far one
+	// round moved (the counts have none).
+	RatioRanges map[string][2]float64 `json:"ratio_ranges,omitempty"`
+	Runs        []runResult           `json:"runs"`
 }
 
 // watchCount is what sessiond's /metrics said about one create run.
@@ -112,8 +116,18 @@ func newReport(cfg *benchConfig) *report {
 
 // summarize computes the medians and the ratios from the runs.
 func (s *setupReport) summarize(cfg *benchConfig) {
-	s.Ratios = map[string]float64{}
+	s.Ratios, s.RatioRanges = map[string]float64{}, map[string][2]float64{}
 	for _, c := range cfg.concurrency {
+		// perRound sets a ratio from the rounds' own: their median, and
+		// their range.
+		perRound := func(name string, ratios []float64) {
+			if len(ratios) == 0 {
+				return
+			}
+			key := fmt.Sprintf("%s @%d", name, c)
+			s.Ratios[key] = median(ratios)
+			s.RatioRanges[key] = [2]float64{slices.Min(ratios), slices.Max(ratios)}
+		}
 		for _, w := range cfg.workloads {
 			var same []runResult
 			for _, run := range s.Runs {
@@ -126,14 +140,10 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 			}
 		}
 		for _, d := range ratioDefs {
-			if r, ok := pairedRatio(s.Runs, d.num, d.den, c, d.p99); ok {
-				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = r
-			}
+			perRound(d.name, pairedRatios(s.Runs, d.num, d.den, c, d.p99))
 		}
 		for _, d := range alternatingDefs {
-			if r, ok := alternatingSpeed(s.Runs, d.workload, d.num, d.den, c); ok {
-				s.Ratios[fmt.Sprintf("%s @%d", d.name, c)] = r
-			}
+			perRound(d.name, alternatingSpeeds(s.Runs, d.workload, d.num, d.den, c))
 		}
 		// The counts, each over every run at c that has it: create's WATCH
 		// retries, validate's reads, protected-cache's misses.
@@ -172,14 +182,14 @@ func (s *setupReport) summarize(cfg *benchConfig) {
 	}
 }
 
-// pairedRatio is the median over the rounds of each round's own ratio of
-// workload num to workload den at concurrency c (throughput, or p99 when
-// p99 is set). A round runs the two back to back, so a slow spell of the
+// pairedRatios are each round's own ratio of workload num to workload den
+// at concurrency c (throughput, or p99 when p99 is set); the report gives
+// their median. A round runs the two back to back, so a slow spell of the
 // shared machine that lasts longer than a run moves both figures of that
 // round alike and cancels out of its ratio, where a ratio of the two
 // medians could pair figures from different rounds. runs holds one run of
 // each workload per round, in round order.
-func pairedRatio(runs []runResult, num, den string, c int, p99 bool) (float64, bool) {
+func pairedRatios(runs []runResult, num, den string, c int, p99 bool) []float64 {
 	figure := func(r runResult) float64 {
 		if p99 {
 			return r.Total.P99ms
@@ -202,18 +212,15 @@ func pairedRatio(runs []runResult, num, den string, c int, p99 bool) (float64, b
 			ratios = append(ratios, a[i]/b[i])
 		}
 	}
-	if len(ratios) == 0 {
-		return 0, false
-	}
-	return median(ratios), true
+	return ratios
 }
 
-// alternatingSpeed compares the two calls of an alternating workload's runs
-// at c: den's mean latency over num's, so that it reads as the throughput
-// ratios do (above 1: num's calls are faster). Each run gives one ratio,
-// from calls that took turns on the same callers; the result is their
-// median.
-func alternatingSpeed(runs []runResult, workload, num, den string, c int) (float64, bool) {
+// alternatingSpeeds compares the two calls of an alternating workload's
+// runs at c: den's mean latency over num's, so that it reads as the
+// throughput ratios do (above 1: num's calls are faster). Each run gives
+// one ratio, from calls that took turns on the same callers; the report
+// gives their median.
+func alternatingSpeeds(runs []runResult, workload, num, den string, c int) []float64 {
 	var ratios []float64
 	for _, r := range runs {
 		if r.Workload != workload || r.Concurrency != c {
@@ -232,10 +239,7 @@ func alternatingSpeed(runs []runResult, workload, num, den string, c int) (float
 			ratios = append(ratios, denMs/numMs)
 		}
 	}
-	if len(ratios) == 0 {
-		return 0, false
-	}
-	return median(ratios), true
+	return ratios
 }
 
 // medianRun is the runs' median: each figure the median of its own.
@@ -337,7 +341,7 @@ func (r *report) print(w io.Writer) {
 		s.printCPU(w)
 	}
 	// The ratios side by side: a column per concurrency and setup.
-	fmt.Fprintln(w, "\nRatios (medians of the rounds' own ratios, each within its own setup):")
+	fmt.Fprintln(w, "\nRatios (medians of the rounds' own ratios, each within its own setup; [the lowest and highest round's]):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "\t")
 	for _, c := range r.Concurrency {
@@ -350,8 +354,13 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t", name)
 		for _, c := range r.Concurrency {
 			for _, s := range r.Setups {
-				if v, ok := s.Ratios[fmt.Sprintf("%s @%d", name, c)]; ok {
-					fmt.Fprintf(tw, "%.3f\t", v)
+				key := fmt.Sprintf("%s @%d", name, c)
+				if v, ok := s.Ratios[key]; ok {
+					if rg, ok := s.RatioRanges[key]; ok {
+						fmt.Fprintf(tw, "%.3f [%.3f–%.3f]\t", v, rg[0], rg[1])
+					} else {
+						fmt.Fprintf(tw, "%.3f\t", v)
+					}
 				} else {
 					fmt.Fprint(tw, "-\t")
 				}

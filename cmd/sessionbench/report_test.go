@@ -15,26 +15,49 @@ func TestPairedRatioPairsEachRoundsRuns(t *testing.T) {
 	// Three rounds; the machine is slow in the second, which halves both
 	// figures of that round. Each round's ratio is 1.1, 1.1 and 0.9: their
 	// median is 1.1; the ratio of the medians (900 / 1000 = 0.9) would pair
-	// round 3's sessiond with round 1's floor.
+	// round 3's validate with round 1's floor.
 	var runs []runResult
 	for _, r := range [][4]float64{{1100, 1000, 2, 4}, {550, 500, 3, 3}, {900, 1000, 4, 2}} {
 		runs = append(runs,
-			run("floor", 16, r[1], r[3]),
-			run("sessiond", 16, r[0], r[2]),
-			run("sessiond", 64, 1, 1), // another concurrency: not paired
+			run("grpc-hgetall", 16, r[1], r[3]),
+			run("validate", 16, r[0], r[2]),
+			run("validate", 64, 1, 1), // another concurrency: not paired
 		)
 	}
-	got, ok := pairedRatio(runs, "sessiond", "floor", 16, false)
-	if !ok || math.Abs(got-1.1) > 1e-9 {
-		t.Errorf("throughput ratio = %v, %v; want 1.1 (the median of 1.1, 1.1, 0.9)", got, ok)
+	if got, want := pairedRatios(runs, "validate", "grpc-hgetall", 16, false), []float64{1.1, 1.1, 0.9}; !near(got, want) {
+		t.Errorf("throughput ratios = %v; want %v, one a round", got, want)
 	}
-	got, ok = pairedRatio(runs, "sessiond", "floor", 16, true)
-	if !ok || math.Abs(got-1) > 1e-9 {
-		t.Errorf("p99 ratio = %v, %v; want 1 (the median of 0.5, 1, 2)", got, ok)
+	if got, want := pairedRatios(runs, "validate", "grpc-hgetall", 16, true), []float64{0.5, 1, 2}; !near(got, want) {
+		t.Errorf("p99 ratios = %v; want %v", got, want)
 	}
-	if got, ok := pairedRatio(runs, "sessiond", "absent", 16, false); ok {
-		t.Errorf("ratio to a workload that did not run = %v, want none", got)
+	if got := pairedRatios(runs, "validate", "absent", 16, false); len(got) > 0 {
+		t.Errorf("ratios to a workload that did not run = %v, want none", got)
 	}
+
+	// The report gives each ratio's median and the rounds' range.
+	s := &setupReport{Runs: runs}
+	s.summarize(&benchConfig{concurrency: []int{16, 64}, workloads: []string{"grpc-hgetall", "validate"}})
+	for name, want := range map[string][3]float64{
+		"validate/grpc-hgetall throughput @16": {1.1, 0.9, 1.1},
+		"validate/grpc-hgetall p99 @16":        {1, 0.5, 2},
+	} {
+		got, ok := s.Ratios[name]
+		rg, rok := s.RatioRanges[name]
+		if !ok || !rok || !near([]float64{got, rg[0], rg[1]}, want[:]) {
+			t.Errorf("%s = %v %v (%v, %v); want the median %v and the range %v", name, got, rg, ok, rok, want[0], want[1:])
+		}
+	}
+	if got, ok := s.Ratios["validate/grpc-hgetall throughput @64"]; ok {
+		t.Errorf("a ratio at 64 callers, where no floor ran: %v", got)
+	}
+	if rg, ok := s.RatioRanges[directReadsRatio+" @16"]; ok {
+		t.Errorf("a count has a range: %v", rg)
+	}
+}
+
+// near reports whether a and b hold the same numbers, to 1e-9.
+func near(a, b []float64) bool {
+	return slices.EqualFunc(a, b, func(x, y float64) bool { return math.Abs(x-y) < 1e-9 })
 }
 
 func TestSummarizeCountsValidateReads(t *testing.T) {
@@ -96,8 +119,11 @@ func TestAlternatingSpeedComparesEachRunsCalls(t *testing.T) {
 			t.Errorf("%s = %v, %v; want %v", name, got, ok, want)
 		}
 	}
-	if got, ok := alternatingSpeed(s.Runs, "alternating", "ValidateSession", "Floor/Get", 64); ok {
+	if got := alternatingSpeeds(s.Runs, "alternating", "ValidateSession", "Floor/Get", 64); len(got) > 0 {
 		t.Errorf("a run without validations gave %v, want no ratio", got)
+	}
+	if rg, want := s.RatioRanges[validate+" @1"], []float64{0.30 / 0.32, 0.60 / 0.50}; !near(rg[:], want) {
+		t.Errorf("%s @1 ranges over %v; want the rounds' lowest and highest, %v", validate, rg, want)
 	}
 	if got, ok := s.Ratios[cache+" @1"]; ok {
 		t.Errorf("%s @1 = %v with no such run, want none", cache, got)
