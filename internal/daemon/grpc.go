@@ -37,6 +37,28 @@ var serviceName = sessionauthv1.SessionAuthority_ServiceDesc.ServiceName
 // a token), the caller's authorization, the store deadline, and panic
 // recovery.
 func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *access.Auth, undecodableCount *prometheus.CounterVec, log *slog.Logger, opts []grpc.ServerOption) *grpc.Server {
+	unary, stream := interceptors(cfg, svc, auth, undecodableCount, log)
+	gs := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.ForceServerCodecV2(newCodec()),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	}, opts...)...)
+	sessionauthv1.RegisterSessionAuthorityServer(gs, svc)
+	healthpb.RegisterHealthServer(gs, hs)
+	if cfg.ExtAuthz {
+		ec := cfg.ExtAuthzConfig
+		ec.Logger = log
+		authv3.RegisterAuthorizationServer(gs, extauthz.New(svc, ec))
+	}
+	if cfg.Reflection {
+		registerReflection(gs, log)
+	}
+	cfg.Service.Metrics.InitializeMetrics(gs) // a zero series for every method
+	return gs
+}
+
+// interceptors returns the interceptors every call goes through, in order.
+func interceptors(cfg Config, svc *server.Server, auth *access.Auth, undecodableCount *prometheus.CounterVec, log *slog.Logger) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -56,36 +78,21 @@ func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *acce
 	// metrics → logging → auth → recovery. A request that did not decode is
 	// refused once it is counted and logged.
 	unary, stream := cfg.Service.Metrics.Interceptors()
-	gs := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ForceServerCodecV2(newCodec()),
-		grpc.ChainUnaryInterceptor(slices.Concat(unary, []grpc.UnaryServerInterceptor{
+	return slices.Concat(unary, []grpc.UnaryServerInterceptor{
 			auth.AuthenticateUnary,
 			l.unary(logging.UnaryServerInterceptor(logger, logOpts...)),
 			undecodableUnary,
 			auth.AuthorizeUnary,
 			svc.UnaryDeadlineInterceptor,
 			recovery.UnaryServerInterceptor(recoverOpts...),
-		}, cfg.TestInterceptors)...),
-		grpc.ChainStreamInterceptor(append(stream,
+		}, cfg.TestInterceptors),
+		append(stream,
 			auth.AuthenticateStream,
 			l.stream(logging.StreamServerInterceptor(logger, logOpts...)),
 			undecodableStream,
 			auth.AuthorizeStream,
 			recovery.StreamServerInterceptor(recoverOpts...),
-		)...),
-	}, opts...)...)
-	sessionauthv1.RegisterSessionAuthorityServer(gs, svc)
-	healthpb.RegisterHealthServer(gs, hs)
-	if cfg.ExtAuthz {
-		ec := cfg.ExtAuthzConfig
-		ec.Logger = log
-		authv3.RegisterAuthorizationServer(gs, extauthz.New(svc, ec))
-	}
-	if cfg.Reflection {
-		registerReflection(gs, log)
-	}
-	cfg.Service.Metrics.InitializeMetrics(gs) // a zero series for every method
-	return gs
+		)
 }
 
 // callLogger logs finished calls.
