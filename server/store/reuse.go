@@ -114,7 +114,7 @@ func (s *Store) checkReuse(ctx context.Context, pt parsedToken) error {
 		return wrapErr(ctx, "get", err)
 	}
 	m, ok := decodeMarker(pt.id.uuid.String(), f)
-	if !ok || !pt.matches(m.tokenHash) || !s.now().After(m.rotatedAt.Add(s.rotationGrace)) {
+	if !ok || !pt.matches(m.tokenHash) || s.withinGrace(m.rotatedAt) {
 		return ErrNotFound
 	}
 	ev, err := s.revokeChain(ctx, pt.id, m)
@@ -122,6 +122,14 @@ func (s *Store) checkReuse(ctx context.Context, pt parsedToken) error {
 		return err
 	}
 	return &ReuseError{ReusedID: pt.id.String(), Revocation: ev}
+}
+
+// withinGrace reports whether a token rotated away at rotatedAt is, now,
+// within the rotation grace: up to it, inclusive. With no grace, never:
+// not even in the millisecond of the rotation, which the times (whole
+// milliseconds) cannot tell from the rotation itself.
+func (s *Store) withinGrace(rotatedAt time.Time) bool {
+	return s.rotationGrace > 0 && !s.now().After(rotatedAt.Add(s.rotationGrace))
 }
 
 // revokeChain revokes the newest session of the rotation chain that m, a

@@ -72,6 +72,19 @@ func TestRotatedTokenWithinGrace(t *testing.T) {
 	})
 }
 
+// With no grace, the old token presented in the very millisecond of its
+// rotation (the clock does not move here) is reuse already.
+func TestRotatedTokenReuseWithoutGrace(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, Config{RotationGrace: -1}, func(t *testing.T, f *fixture) {
+		a := f.create(t, "user-1", time.Hour, 0)
+		b := f.rotate(t, a.Token)
+		_, err := f.store.Get(ctxT(t), a.Token)
+		wantReuse(t, err, a.Session.ID, b.Session.ID)
+		f.checkConsistent(t)
+	})
+}
+
 func TestRotatedTokenReuse(t *testing.T) {
 	t.Parallel()
 	forEachBackend(t, Config{}, func(t *testing.T, f *fixture) {
