@@ -128,16 +128,17 @@ func codeOf(err error) codes.Code {
 }
 
 func (g *grpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	m := g.of(info.FullMethod, "unary")
+	call := g.startUnary(info.FullMethod)
+	resp, err := handler(ctx, req)
+	call.Finish(err)
+	return resp, err
+}
+
+func (g *grpcMetrics) startUnary(fullMethod string) UnaryCall {
+	m := g.of(fullMethod, "unary")
 	m.started.Inc()
 	m.received.Inc()
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	if err == nil {
-		m.sent.Inc()
-	}
-	m.finish(start, err)
-	return resp, err
+	return UnaryCall{m: m, start: time.Now()}
 }
 
 func (g *grpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {

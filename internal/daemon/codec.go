@@ -131,27 +131,22 @@ func newUndecodableMetric() *prometheus.CounterVec {
 
 // undecodableInterceptors answer a request the codec marked undecodable
 // with INVALID_ARGUMENT, counted in counter (when not nil) and logged at
-// debug level.
-func undecodableInterceptors(counter *prometheus.CounterVec, log *slog.Logger) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
-	refuse := func(ctx context.Context, method, problem string) error {
+// debug level: refuse, for unary calls (unaryChain), and the stream
+// interceptor.
+func undecodableInterceptors(counter *prometheus.CounterVec, log *slog.Logger) (refuse func(ctx context.Context, method, problem string) error, stream grpc.StreamServerInterceptor) {
+	refuse = func(ctx context.Context, method, problem string) error {
 		if counter != nil {
 			counter.WithLabelValues(method).Inc()
 		}
 		log.DebugContext(ctx, "undecodable request", "grpc.method", method, "problem", problem)
 		return status.Error(codes.InvalidArgument, problem)
 	}
-	unary := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if problem, bad := undecodable(req); bad {
-			return nil, refuse(ctx, info.FullMethod, problem)
-		}
-		return handler(ctx, req)
-	}
-	stream := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	stream = func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		return handler(srv, &checkedStream{ServerStream: ss, refuse: func(problem string) error {
 			return refuse(ss.Context(), info.FullMethod, problem)
 		}})
 	}
-	return unary, stream
+	return refuse, stream
 }
 
 // checkedStream refuses the undecodable messages a stream receives.

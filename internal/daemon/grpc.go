@@ -40,7 +40,7 @@ func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *acce
 	unary, stream := interceptors(cfg, svc, auth, undecodableCount, log)
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
-		grpc.ChainUnaryInterceptor(unary...),
+		grpc.UnaryInterceptor(unary),
 		grpc.ChainStreamInterceptor(stream...),
 	}, opts...)...)
 	sessionauthv1.RegisterSessionAuthorityServer(gs, svc)
@@ -57,8 +57,9 @@ func newGRPCServer(cfg Config, svc *server.Server, hs *health.Server, auth *acce
 	return gs
 }
 
-// interceptors returns the interceptors every call goes through, in order.
-func interceptors(cfg Config, svc *server.Server, auth *access.Auth, undecodableCount *prometheus.CounterVec, log *slog.Logger) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
+// interceptors returns what every call goes through: the unary calls'
+// interceptor (unaryChain) and the streams' interceptors, in order.
+func interceptors(cfg Config, svc *server.Server, auth *access.Auth, undecodableCount *prometheus.CounterVec, log *slog.Logger) (grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -66,33 +67,110 @@ func interceptors(cfg Config, svc *server.Server, auth *access.Auth, undecodable
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(codeToLevel),
 	}
-	recoverOpts := []recovery.Option{
-		recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-			log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
-			return status.Error(codes.Internal, "internal error")
-		}),
+	recovered := func(ctx context.Context, p any) error {
+		log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
 	}
 	l := callLogger{log}
-	undecodableUnary, undecodableStream := undecodableInterceptors(undecodableCount, log)
+	refuseUndecodable, undecodableStream := undecodableInterceptors(undecodableCount, log)
+	chain := &unaryChain{
+		metrics: cfg.Service.Metrics, auth: auth, log: l, fullLog: logging.UnaryServerInterceptor(logger, logOpts...),
+		refuseUndecodable: refuseUndecodable, svc: svc, recovered: recovered,
+	}
+	if len(cfg.TestInterceptors) > 0 {
+		chain.inner = chainUnary(cfg.TestInterceptors)
+	}
 	// Metrics come first, so they count every call, refused ones included:
 	// metrics → logging → auth → recovery. A request that did not decode is
 	// refused once it is counted and logged.
-	unary, stream := cfg.Service.Metrics.Interceptors()
-	return slices.Concat(unary, []grpc.UnaryServerInterceptor{
-			auth.AuthenticateUnary,
-			l.unary(logging.UnaryServerInterceptor(logger, logOpts...)),
-			undecodableUnary,
-			auth.AuthorizeUnary,
-			svc.UnaryDeadlineInterceptor,
-			recovery.UnaryServerInterceptor(recoverOpts...),
-		}, cfg.TestInterceptors),
-		append(stream,
-			auth.AuthenticateStream,
-			l.stream(logging.StreamServerInterceptor(logger, logOpts...)),
-			undecodableStream,
-			auth.AuthorizeStream,
-			recovery.StreamServerInterceptor(recoverOpts...),
-		)
+	_, stream := cfg.Service.Metrics.Interceptors()
+	return chain.intercept, append(stream,
+		auth.AuthenticateStream,
+		l.stream(logging.StreamServerInterceptor(logger, logOpts...)),
+		undecodableStream,
+		auth.AuthorizeStream,
+		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
+	)
+}
+
+// unaryChain is what every unary call goes through, in this order: its
+// metrics, the caller's authentication, logging, the refusal of a request
+// that did not decode, the caller's authorization, the store deadline, and
+// panic recovery; then inner (the tests' interceptors), if any, and the
+// handler. It runs them in one function, as steps, where a chain of
+// interceptors (grpc.ChainUnaryInterceptor) allocates a closure for each
+// interceptor but the last on every call: 6 of the 20 allocations the chain
+// made a validation (BenchmarkUnaryInterceptors).
+type unaryChain struct {
+	metrics           *server.Metrics
+	auth              *access.Auth
+	log               callLogger
+	fullLog           grpc.UnaryServerInterceptor // every field, when debug logging is on
+	refuseUndecodable func(ctx context.Context, method, problem string) error
+	svc               *server.Server
+	recovered         func(ctx context.Context, p any) error // the error a panic is answered with
+	inner             grpc.UnaryServerInterceptor
+}
+
+func (c *unaryChain) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	call := c.metrics.StartUnary(info.FullMethod)
+	ctx = c.auth.Authenticate(ctx, info.FullMethod)
+	var (
+		resp any
+		err  error
+	)
+	if c.log.log.Enabled(ctx, slog.LevelDebug) {
+		resp, err = c.fullLog(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return c.checked(ctx, req, info, handler)
+		})
+	} else {
+		start := time.Now()
+		resp, err = c.checked(ctx, req, info, handler)
+		c.log.logFinished(ctx, info.FullMethod, start, err)
+	}
+	call.Finish(err)
+	return resp, err
+}
+
+// chainUnary runs ics in order around the handler, as
+// grpc.ChainUnaryInterceptor does.
+func chainUnary(ics []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if len(ics) == 0 {
+			return handler(ctx, req)
+		}
+		return ics[0](ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return chainUnary(ics[1:])(ctx, req, info, handler)
+		})
+	}
+}
+
+// checked is the chain after logging.
+func (c *unaryChain) checked(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (_ any, err error) {
+	if problem, bad := undecodable(req); bad {
+		return nil, c.refuseUndecodable(ctx, info.FullMethod, problem)
+	}
+	if err := c.auth.Authorize(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	ctx, release := c.svc.WithRequestTimeout(ctx)
+	defer release()
+	// As go-grpc-middleware's recovery: a panic, even panic(nil), is
+	// answered with recovered's error.
+	panicked := true
+	defer func() {
+		if p := recover(); p != nil || panicked {
+			err = c.recovered(ctx, p)
+		}
+	}()
+	var resp any
+	if c.inner != nil {
+		resp, err = c.inner(ctx, req, info, handler)
+	} else {
+		resp, err = handler(ctx, req)
+	}
+	panicked = false
+	return resp, err
 }
 
 // callLogger logs finished calls.

@@ -30,8 +30,7 @@ func BenchmarkUnaryInterceptors(b *testing.B) {
 	log := slog.New(slog.DiscardHandler)
 	svc := server.New(nil, cfg.Service)
 	auth := access.New(access.Config{Logger: log})
-	unary, _ := interceptors(cfg, svc, auth, newUndecodableMetric(), log)
-	intercept := chain(unary)
+	intercept, _ := interceptors(cfg, svc, auth, newUndecodableMetric(), log)
 	info := &grpc.UnaryServerInfo{FullMethod: sessionauthv1.SessionAuthority_ValidateSession_FullMethodName}
 	req := &sessionauthv1.ValidateSessionRequest{Token: "x"}
 	resp := &sessionauthv1.ValidateSessionResponse{}
@@ -57,22 +56,5 @@ func BenchmarkUnaryInterceptors(b *testing.B) {
 				}
 			})
 		})
-	}
-}
-
-// chain composes interceptors as grpc.ChainUnaryInterceptor does (grpc-go
-// 1.85's chainUnaryInterceptors and getChainUnaryHandler), closures and all.
-func chain(interceptors []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return interceptors[0](ctx, req, info, chainedHandler(interceptors, 0, info, handler))
-	}
-}
-
-func chainedHandler(interceptors []grpc.UnaryServerInterceptor, curr int, info *grpc.UnaryServerInfo, final grpc.UnaryHandler) grpc.UnaryHandler {
-	if curr == len(interceptors)-1 {
-		return final
-	}
-	return func(ctx context.Context, req any) (any, error) {
-		return interceptors[curr+1](ctx, req, info, chainedHandler(interceptors, curr+1, info, final))
 	}
 }

@@ -302,7 +302,20 @@ func (a *Auth) authorize(ctx context.Context, method string) error {
 // AuthenticateUnary is the unary authentication interceptor. It never fails
 // a call.
 func (a *Auth) AuthenticateUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(a.authenticate(ctx, info.FullMethod), req)
+	return handler(a.Authenticate(ctx, info.FullMethod), req)
+}
+
+// Authenticate is AuthenticateUnary's step, for a server that runs its
+// interceptors' steps in one function: ctx with the caller of a call to
+// method (never failing: Authorize refuses a bad credential).
+func (a *Auth) Authenticate(ctx context.Context, method string) context.Context {
+	return a.authenticate(ctx, method)
+}
+
+// Authorize is AuthorizeUnary's step: nil, or the status that refuses the
+// call to method of the caller Authenticate put in ctx.
+func (a *Auth) Authorize(ctx context.Context, method string) error {
+	return a.authorize(ctx, method)
 }
 
 // AuthenticateStream is the stream authentication interceptor. It never
@@ -316,7 +329,7 @@ func (a *Auth) AuthenticateStream(srv any, ss grpc.ServerStream, info *grpc.Stre
 
 // AuthorizeUnary is the unary authorization interceptor.
 func (a *Auth) AuthorizeUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := a.authorize(ctx, info.FullMethod); err != nil {
+	if err := a.Authorize(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
 	return handler(ctx, req)
