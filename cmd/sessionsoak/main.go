@@ -252,7 +252,8 @@ func run(ctx context.Context, c config, out io.Writer) error {
 	var rows [][]float64
 	tick := time.NewTicker(c.report)
 	defer tick.Stop()
-	soakStart, started := time.Now(), time.Now()
+	started := time.Now()
+	soakStart := started
 	for {
 		select {
 		case <-soakCtx.Done():

@@ -67,15 +67,15 @@ func interceptors(cfg Config, svc *server.Server, auth *access.Auth, undecodable
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(codeToLevel),
 	}
-	recovered := func(ctx context.Context, p any) error {
+	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
-	}
+	})
 	l := callLogger{log}
 	refuseUndecodable, undecodableStream := undecodableInterceptors(undecodableCount, log)
 	chain := &unaryChain{
 		metrics: cfg.Service.Metrics, auth: auth, log: l, fullLog: logging.UnaryServerInterceptor(logger, logOpts...),
-		refuseUndecodable: refuseUndecodable, svc: svc, recovered: recovered,
+		refuseUndecodable: refuseUndecodable, svc: svc, recovery: recovery.UnaryServerInterceptor(recoverOpt),
 	}
 	if len(cfg.TestInterceptors) > 0 {
 		chain.inner = chainUnary(cfg.TestInterceptors)
@@ -90,7 +90,7 @@ func interceptors(cfg Config, svc *server.Server, auth *access.Auth, undecodable
 		l.stream(logging.StreamServerInterceptor(logger, logOpts...)),
 		undecodableStream,
 		auth.AuthorizeStream,
-		recovery.StreamServerInterceptor(recovery.WithRecoveryHandlerContext(recovered)),
+		recovery.StreamServerInterceptor(recoverOpt),
 	)
 }
 
@@ -109,7 +109,7 @@ type unaryChain struct {
 	fullLog           grpc.UnaryServerInterceptor // every field, when debug logging is on
 	refuseUndecodable func(ctx context.Context, method, problem string) error
 	svc               *server.Server
-	recovered         func(ctx context.Context, p any) error // the error a panic is answered with
+	recovery          grpc.UnaryServerInterceptor
 	inner             grpc.UnaryServerInterceptor
 }
 
@@ -151,8 +151,9 @@ func chainUnary(ics []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 	}
 }
 
-// checked is the chain after logging.
-func (c *unaryChain) checked(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (_ any, err error) {
+// checked is the chain after logging. The last interceptor, recovery, is
+// handed the handler itself: no closure.
+func (c *unaryChain) checked(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if problem, bad := undecodable(req); bad {
 		return nil, c.refuseUndecodable(ctx, info.FullMethod, problem)
 	}
@@ -161,22 +162,12 @@ func (c *unaryChain) checked(ctx context.Context, req any, info *grpc.UnaryServe
 	}
 	ctx, release := c.svc.WithRequestTimeout(ctx)
 	defer release()
-	// As go-grpc-middleware's recovery: a panic, even panic(nil), is
-	// answered with recovered's error.
-	panicked := true
-	defer func() {
-		if p := recover(); p != nil || panicked {
-			err = c.recovered(ctx, p)
-		}
-	}()
-	var resp any
 	if c.inner != nil {
-		resp, err = c.inner(ctx, req, info, handler)
-	} else {
-		resp, err = handler(ctx, req)
+		return c.recovery(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return c.inner(ctx, req, info, handler)
+		})
 	}
-	panicked = false
-	return resp, err
+	return c.recovery(ctx, req, info, handler)
 }
 
 // callLogger logs finished calls.

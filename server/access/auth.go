@@ -176,11 +176,13 @@ type authErrKey struct{}
 // identified the caller (for recheck).
 type apiKeyHashKey struct{}
 
-// authenticate establishes the caller of the call in ctx and returns ctx
-// carrying it (ContextWithCaller), and without the API key in its metadata.
-// A credential that does not check out leaves the caller anonymous and is
-// remembered for authorize.
-func (a *Auth) authenticate(ctx context.Context, method string) context.Context {
+// Authenticate establishes the caller of a call to method in ctx and
+// returns ctx carrying it (ContextWithCaller), and without the API key in
+// its metadata. It never fails: a credential that does not check out leaves
+// the caller anonymous and is remembered for Authorize. It is the step of
+// the authentication interceptors, for a server that runs its interceptors'
+// steps in one function.
+func (a *Auth) Authenticate(ctx context.Context, method string) context.Context {
 	if a == nil {
 		return ctx
 	}
@@ -277,9 +279,10 @@ func certIdentity(p *peer.Peer) string {
 	return cert.Subject.CommonName
 }
 
-// authorize decides whether the call in ctx, which went through
-// authenticate, may go on.
-func (a *Auth) authorize(ctx context.Context, method string) error {
+// Authorize decides whether the call to method in ctx, which went through
+// Authenticate, may go on: nil, or the status that refuses it. It is the
+// step of the authorization interceptors.
+func (a *Auth) Authorize(ctx context.Context, method string) error {
 	if a == nil || strings.HasPrefix(method, healthServicePrefix) {
 		return nil
 	}
@@ -305,26 +308,13 @@ func (a *Auth) AuthenticateUnary(ctx context.Context, req any, info *grpc.UnaryS
 	return handler(a.Authenticate(ctx, info.FullMethod), req)
 }
 
-// Authenticate is AuthenticateUnary's step, for a server that runs its
-// interceptors' steps in one function: ctx with the caller of a call to
-// method (never failing: Authorize refuses a bad credential).
-func (a *Auth) Authenticate(ctx context.Context, method string) context.Context {
-	return a.authenticate(ctx, method)
-}
-
-// Authorize is AuthorizeUnary's step: nil, or the status that refuses the
-// call to method of the caller Authenticate put in ctx.
-func (a *Auth) Authorize(ctx context.Context, method string) error {
-	return a.authorize(ctx, method)
-}
-
 // AuthenticateStream is the stream authentication interceptor. It never
 // fails a call.
 func (a *Auth) AuthenticateStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if a == nil {
 		return handler(srv, ss)
 	}
-	return handler(srv, &contextStream{ServerStream: ss, ctx: a.authenticate(ss.Context(), info.FullMethod)})
+	return handler(srv, &contextStream{ServerStream: ss, ctx: a.Authenticate(ss.Context(), info.FullMethod)})
 }
 
 // AuthorizeUnary is the unary authorization interceptor.
@@ -341,7 +331,7 @@ func (a *Auth) AuthorizeUnary(ctx context.Context, req any, info *grpc.UnaryServ
 // make the call (its API key removed, a grant withdrawn), the stream's
 // context is cancelled and the stream ends with PermissionDenied.
 func (a *Auth) AuthorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if err := a.authorize(ss.Context(), info.FullMethod); err != nil {
+	if err := a.Authorize(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
 	if a == nil || !a.cfg.Enforce || strings.HasPrefix(info.FullMethod, healthServicePrefix) {
@@ -356,7 +346,7 @@ func (a *Auth) AuthorizeStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 		a.streams = map[*openStream]struct{}{}
 	}
 	a.streams[open] = struct{}{}
-	a.recheckLocked(open) // the keys or policy may have changed since authorize
+	a.recheckLocked(open) // the keys or policy may have changed since Authorize
 	a.mu.Unlock()
 	defer func() {
 		a.mu.Lock()
