@@ -153,11 +153,13 @@ func TestRevokeAll(t *testing.T) {
 	sd := sessiondtest.Start(t) // a Redis of its own: the cutoff is global
 	c := client.New(sd.Conn)
 	ctx := ctxT(t)
-	old, oldS := createSession(t, c, "u1")
-	old2, _ := createSession(t, c, "u2")
-	newer, newS := createAfter(t, c, "u3", oldS.GetCreatedAt().AsTime())
+	old, _ := createSession(t, c, "u1")
+	old2, old2S := createSession(t, c, "u2")
+	// After the later of the two (times are milliseconds: old2 may share
+	// its millisecond with newer, though not with old).
+	newer, newS := createAfter(t, c, "u3", old2S.GetCreatedAt().AsTime())
 
-	cutoff := newS.GetCreatedAt().AsTime().Truncate(time.Millisecond) // newS is not before it, oldS is
+	cutoff := newS.GetCreatedAt().AsTime().Truncate(time.Millisecond) // newS is not before it, old and old2 are
 	inForce, err := c.RevokeAll(ctx, cutoff)
 	if err != nil || !inForce.Equal(cutoff) {
 		t.Fatalf("RevokeAll(%v) = %v, %v", cutoff, inForce, err)
