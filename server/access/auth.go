@@ -73,6 +73,7 @@ type Auth struct {
 	log    *slog.Logger
 	keys   atomic.Pointer[APIKeys]
 	policy atomic.Pointer[Policy]
+	addrs  addrTexts
 
 	// streams are the open streams that authorization let through, checked
 	// again whenever the keys or the policy change (recheck).
@@ -232,7 +233,7 @@ func (a *Auth) identify(ctx context.Context) (Caller, *[sha256.Size]byte, error)
 	c := Caller{Name: Anonymous}
 	p, _ := peer.FromContext(ctx)
 	if p != nil && p.Addr != nil {
-		c.Addr = p.Addr.String()
+		c.Addr = a.addrs.of(p.Addr)
 	}
 	policy := a.policy.Load()
 	if name := certIdentity(p); name != "" {

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/peer"
 )
@@ -39,17 +41,32 @@ const Anonymous = "anonymous"
 
 type callerKey struct{}
 
+// callerCtx is a context carrying a caller. It is what context.WithValue
+// would make, in one allocation where WithValue takes two (its node, and
+// the Caller boxed in an interface): every call makes one.
+type callerCtx struct {
+	context.Context
+	caller Caller
+}
+
+func (c *callerCtx) Value(key any) any {
+	if key == (callerKey{}) {
+		return &c.caller
+	}
+	return c.Context.Value(key)
+}
+
 // ContextWithCaller returns ctx carrying c.
 func ContextWithCaller(ctx context.Context, c Caller) context.Context {
-	return context.WithValue(ctx, callerKey{}, c)
+	return &callerCtx{Context: ctx, caller: c}
 }
 
 // CallerFromContext returns the caller of the current call: the one an
 // authentication interceptor established, or an anonymous caller with the
 // peer's address.
 func CallerFromContext(ctx context.Context) Caller {
-	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
-		return c
+	if c, ok := ctx.Value(callerKey{}).(*Caller); ok {
+		return *c
 	}
 	c := Caller{Name: Anonymous}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
@@ -96,4 +113,34 @@ func AddrKey(addr string) string {
 		return "ip:" + ip.String()
 	}
 	return "addr:" + host
+}
+
+// addrTexts formats the callers' network addresses, each connection's once:
+// gRPC gives every call of a connection the same *net.TCPAddr, and
+// formatting one takes two allocations, which every call would pay.
+type addrTexts struct {
+	m sync.Map // *net.TCPAddr → its String()
+	n atomic.Int32
+}
+
+// maxAddrTexts bounds an addrTexts: past it, it starts over, which also
+// drops the entries of connections that have closed.
+const maxAddrTexts = 4096
+
+// of returns a.String().
+func (t *addrTexts) of(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if s, ok := t.m.Load(tcp); ok {
+		return s.(string)
+	}
+	s := tcp.String()
+	if t.n.Add(1) > maxAddrTexts {
+		t.m.Clear()
+		t.n.Store(1)
+	}
+	t.m.Store(tcp, s)
+	return s
 }
