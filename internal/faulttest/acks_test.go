@@ -39,8 +39,8 @@ func revokeToken(ctx context.Context, c sessionauthv1.SessionAuthorityClient, to
 // TestFrozenReplica freezes (SIGSTOP) the replica of a Sentinel group (a
 // master, a replica, three sentinels) and revokes through two sessionds: one
 // with --min-replica-acks 1, whose every revoke answers Unavailable after
-// the ack timeout (within 50 ms of it, the median), and one with acks off, whose
-// revokes are acknowledged. Then the master is killed (SIGKILL), the replica
+// the ack timeout (bounded by it, not by the request timeout), and one with
+// acks off, whose revokes are acknowledged. Then the master is killed (SIGKILL), the replica
 // thawed and promoted: the revocations acknowledged without replicas are
 // lost, their tokens validate again. That is the hole --min-replica-acks
 // closes, measured rather than asserted in prose. (A frozen replica's kernel
@@ -92,9 +92,13 @@ func TestFrozenReplica(t *testing.T) {
 		}
 	}
 	slices.Sort(took)
-	if median := took[len(took)/2]; took[0] < ackTimeout || median > ackTimeout+50*time.Millisecond {
-		t.Errorf("revokes answered Unavailable %v to %v (median %v) after they started; want from the ack timeout %v, the median within 50 ms of it",
-			took[0], took[len(took)-1], median, ackTimeout)
+	// The ack timeout bounds the wait, not the request timeout (5 s): the
+	// bound leaves a loaded machine (the race detector, CPU hogs) room to
+	// answer late, and still tells the two apart. How close to the ack
+	// timeout the answers come is in the log below, not asserted.
+	if bound := ackTimeout + time.Second; took[0] < ackTimeout || took[len(took)-1] > bound {
+		t.Errorf("revokes answered Unavailable %v to %v (median %v) after they started; want from the ack timeout %v to %v, well before the request timeout",
+			took[0], took[len(took)-1], took[len(took)/2], ackTimeout, bound)
 	}
 	for _, tok := range plainToks {
 		if err := revokeToken(ctx, plain, tok); err != nil {
